@@ -1,0 +1,1 @@
+"""TFDS builders. Importing this package registers every builder with TFDS."""
