@@ -1,0 +1,109 @@
+"""Config helpers: `get_config(arg)` argument parsing, override-key checking and validation with clear errors."""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import os
+import re
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the valid choices."""
+
+
+def parse_arg(arg: str | None) -> dict:
+    """'method=an,noise=dominant,seeds=3' -> {'method': 'an', 'noise': 'dominant', 'seeds': 3}.
+
+    Values are Python literals where they parse as one (numbers, True/False, tuples), else strings.
+    """
+    out = {}
+    if not arg:
+        return out
+    for item in arg.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ConfigError(f"config argument {item!r} is not of the form key=value (in {arg!r})")
+        key, value = (s.strip() for s in item.split("=", 1))
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def check_arg_keys(args: dict, valid: tuple, config_file: str) -> None:
+    unknown = sorted(set(args) - set(valid))
+    if unknown:
+        raise ConfigError(f"{config_file}: unknown config argument(s) {unknown}; valid arguments: {list(valid)}")
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            keys.extend(flat_keys(value, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+def _resolve(config, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def unknown_key_message(config, key: str) -> str:
+    valid = flat_keys(config)
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return (f"unknown config key {key!r}.{hint}\nValid keys:\n  " + "\n  ".join(valid))
+
+
+def load_config_file(spec: str):
+    """Loads 'path/to/file.py[:arg]' the way ml_collections' config_flags does, returning the ConfigDict."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location("_adagc_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+_OVERRIDE = re.compile(r"^--config\.([A-Za-z0-9_.]+)(=.*)?$")
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Fails with a clear message (listing the valid keys) on any `--config.<key>` the config file lacks.
+
+    Runs before absl parses the flags, whose own error for an unknown key is a bare traceback.
+    """
+    spec = None
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            spec = a.split("=", 1)[1]
+        elif a == "--config" and i + 1 < len(argv):
+            spec = argv[i + 1]
+    if spec is None:
+        return
+    config = load_config_file(spec)
+    for a in argv:
+        m = _OVERRIDE.match(a)
+        if m and not _resolve(config, m.group(1)):
+            raise ConfigError(unknown_key_message(config, m.group(1)))
+
+
+def choice(config_value, valid, key: str):
+    if config_value not in valid:
+        raise ConfigError(f"{key}={config_value!r} is not valid; valid values: {list(valid)}")

@@ -1,0 +1,45 @@
+"""PNG plots of a run's training dynamics, from its per-epoch history (host side, matplotlib Agg)."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _series(history, key):
+    points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=None) -> str:
+    """Train loss (left) and validation / test mAP of the reported model (right) per epoch."""
+    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_loss.plot(*_series(history, "train_loss"), marker=".", label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_loss.grid(alpha=0.3)
+    for key, label in (("val_mAP", "validation mAP"), ("test_mAP", "test mAP"),
+                       ("val_student_mAP", "validation mAP (student)")):
+        xs, ys = _series(history, key)
+        if xs:
+            ax_map.plot(xs, ys, marker=".", label=label)
+    if fired_epoch is not None:
+        for ax in (ax_loss, ax_map):
+            ax.axvline(fired_epoch + 0.5, color="tab:red", linestyle="--", alpha=0.7,
+                       label=f"GC on (after epoch {fired_epoch})" if ax is ax_map else None)
+    ax_map.set_xlabel("epoch")
+    ax_map.set_ylabel("mAP")
+    ax_map.legend()
+    ax_map.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

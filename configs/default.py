@@ -1,0 +1,81 @@
+r"""Default config: the built-in synthetic_scenes dataset, random single positives, a small CNN on 2 CPU cores.
+
+    python launch.py --config configs/default.py --workdir runs/default
+    python launch.py --config configs/default.py:method=full --workdir runs/default_full
+
+Variants through the config argument (comma-separated key=value): method, noise, seed, epochs, e.g.
+`configs/default.py:method=an,noise=dominant,seed=1`. Any key can also be set with --config.<key>=<value>.
+
+Expected: about 5 minutes on 2 CPU cores (30 epochs of 37 steps at batch 64, evaluation every epoch).
+Measured results are in README.md ("Results").
+"""
+
+import ml_collections
+
+from adagc_jax import config_utils
+
+ARGS = ("method", "noise", "seed", "epochs")
+
+
+def get_config(arg=None):
+    args = config_utils.parse_arg(arg)
+    config_utils.check_arg_keys(args, ARGS, __file__)
+
+    c = ml_collections.ConfigDict()
+    c.method = args.get("method", "an")  # METHOD.md section 8
+    c.noise = args.get("noise", "random")  # 'random' | 'dominant'
+    c.seed = args.get("seed", 0)
+
+    c.dataset = ml_collections.ConfigDict()
+    c.dataset.name = "synthetic_scenes"
+    c.dataset.config_name = ""  # a named builder config ('' = the builder's default)
+    # Fields of the builder's make_config(...) (empty = the named/default config). synthetic_scenes: image_size,
+    # bands, num_train, num_validation, num_test, seed.
+    c.dataset.builder_config = ml_collections.ConfigDict()
+    c.dataset.data_dir = "~/tensorflow_datasets"
+    c.dataset.manual_dir = ""  # real datasets only: where the user put the published files
+    c.dataset.image_size = 48  # model input size; images of another size are resized in the pipeline
+    c.dataset.cache = True  # keep decoded images in memory (small datasets)
+    c.dataset.shuffle_buffer = 20_000  # used when cache is off
+    c.dataset.augment = ml_collections.ConfigDict({"flip": True, "rot90": True})
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "small_cnn"  # small_cnn | resnet18 | resnet50
+    c.model.widths = (16, 32, 64)
+    c.model.convs_per_stage = 1
+    c.model.dtype = "float32"  # computation dtype; bfloat16 on TPU/GPU
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"  # adam | adamw | sgd
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.momentum = 0.9  # sgd only
+    c.optimizer.nesterov = False  # sgd only
+    c.optimizer.schedule = "cosine"  # cosine | constant
+    c.optimizer.warmup_epochs = 1.0
+
+    c.num_epochs = args.get("epochs", 30)
+    c.batch_size = 64  # global, split over all devices
+    c.eval_batch_size = 256
+    c.num_devices = -1  # -1: all visible devices
+
+    # AdaGC (METHOD.md sections 3-6). Baselines ignore these blocks.
+    c.gc = ml_collections.ConfigDict({"mode": "expected", "tau": 0.5, "rampup_epochs": 0})
+    c.ema = ml_collections.ConfigDict({"weights": True, "predictions": True, "m_w": 0.99, "m_p": 0.9})
+    c.mixup = ml_collections.ConfigDict({"alpha": 1.0})
+    c.trigger = ml_collections.ConfigDict({
+        "signal": "observed_fit", "rule": "slope", "window": 3, "eps": 0.1, "min_epochs": 2,
+        "max_epochs": -1,  # -1: half of num_epochs
+        "epoch": -1,  # rule 'fixed' only
+    })
+
+    c.eval = ml_collections.ConfigDict({
+        "every_epochs": 1,
+        "test_every_epoch": True,  # test mAP per epoch, for the plots (model selection uses validation only)
+        "empty_class_ap": "skip",  # 'skip' (project default) | 'zero' (official SPML repos)
+    })
+    c.checkpoint = ml_collections.ConfigDict({"every_epochs": 1, "keep": 2})
+    c.log = ml_collections.ConfigDict({"progress_bar": True, "every_steps": 10})
+
+    c.lock()
+    return c

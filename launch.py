@@ -1,0 +1,26 @@
+"""Entry point: python launch.py --config configs/<file>.py[:args] --workdir <dir> [--config.<key>=<value> ...]
+
+No logic here: flags in, adagc_jax.train.train_and_evaluate out (ARCHITECTURE.md style rule 1).
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from adagc_jax import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py[:args]).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, plots and results.json.")
+_MULTIHOST = flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() first (multi-host TPU/GPU).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    del argv
+    sys.exit(cli.run(_CONFIG.value, _WORKDIR.value, _MULTIHOST.value))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
