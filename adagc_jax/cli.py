@@ -33,7 +33,12 @@ def parse_flags(argv):
 
 def run(config, workdir: str, multihost: bool = False) -> int:
     """Trains and evaluates; returns the process exit code."""
+    from absl import logging
+
     from adagc_jax import train  # after flag parsing: importing jax/TF is slow
+
+    # Orbax and TFDS log every save/read at INFO through absl; the run prints its own one line per epoch.
+    logging.set_verbosity(logging.WARNING)
 
     if multihost:
         import jax

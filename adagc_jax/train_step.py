@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-import chex
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -122,10 +123,32 @@ def make_train_step(config, model, method: methods.Method, optimizer: optax.Grad
             (first_bad == NO_NONFINITE_STEP) & ~jnp.isfinite(loss), state.step.astype(jnp.int32), first_bad)
         return new_state, new_sums
 
-    # Every retrace would be a recompilation in the middle of a run: fail loudly instead (style rule 4).
-    train_step = chex.assert_max_traces(train_step, n=1)
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    return jax.jit(train_step, in_shardings=(rep, rep, dat, rep), out_shardings=(rep, rep), donate_argnums=(0, 1))
+    return jax.jit(_at_most_one_trace(train_step), in_shardings=(rep, rep, dat, rep), out_shardings=(rep, rep),
+                   donate_argnums=(0, 1))
+
+
+class RetraceError(AssertionError):
+    """The step was traced again: a recompilation in the middle of a run (a bug: some argument changed its
+    shape, dtype or structure)."""
+
+
+def _at_most_one_trace(fn):
+    """Fails loudly when `fn` is traced a second time (style rule 4). Counted per built step, unlike
+    chex.assert_max_traces, which counts per definition site and so across runs in one process."""
+    traces = 0
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        nonlocal traces
+        traces += 1
+        if traces > 1:
+            shapes = jax.tree.map(lambda x: f"{x.dtype}{list(x.shape)}", args[2])
+            raise RetraceError(f"the train step was traced {traces} times; it must compile once per run. "
+                               f"Batch seen on this trace: {shapes}")
+        return fn(*args)
+
+    return wrapped
 
 
 def make_eval_step(model, mesh) -> Callable:

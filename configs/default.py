@@ -29,9 +29,9 @@ def get_config(arg=None):
     c.dataset = ml_collections.ConfigDict()
     c.dataset.name = "synthetic_scenes"
     c.dataset.config_name = ""  # a named builder config ('' = the builder's default)
-    # Fields of the builder's make_config(...) (empty = the named/default config). synthetic_scenes: image_size,
-    # bands, num_train, num_validation, num_test, seed.
-    c.dataset.builder_config = ml_collections.ConfigDict()
+    # Fields of the builder's make_config(...); values equal to a built-in config select it.
+    c.dataset.builder_config = ml_collections.ConfigDict({
+        "image_size": 48, "bands": 3, "num_train": 2400, "num_validation": 600, "num_test": 2000, "seed": 0})
     c.dataset.data_dir = "~/tensorflow_datasets"
     c.dataset.manual_dir = ""  # real datasets only: where the user put the published files
     c.dataset.image_size = 48  # model input size; images of another size are resized in the pipeline

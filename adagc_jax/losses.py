@@ -1,0 +1,471 @@
+"""SPML baseline losses, restated from the official code (BASELINES.md sections 3-8, API section 11).
+
+Every loss takes logits x (B, C) and the observed matrix o (B, C) and returns a float32 scalar.
+They are pure and jit-able; per-epoch knobs (LL rate, GR/SPLC epoch) may be traced scalars, and
+per-dataset state (ROLE's Z rows, APL's soft negatives, LL-Cp's corrections) is passed in explicitly
+and updated by the small host/pure helpers at the end of this module.
+
+Numerics follow the official code on purpose (BASELINES.md section 8), not this project's own
+log-sigmoid BCE (METHOD.md): Cole/EM/APL use nl_e(z) = -log(z + 1e-5) on p = sigmoid(x), GR uses
+e = 1e-7, LL and SPLC use BCE-with-logits, Hill/SPLC reduce with a sum. The few places where a
+float32 overflow of the official formula (inf or nan) is avoided are noted in the docstrings.
+
+Notation (section 0): P = {o == 1} observed positives, U = {o == 0} unobserved entries; mean_BC
+divides by B*C and counts every entry, including those with no term.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+COLE_EPS = 1e-5  # LOG_EPSILON of Cole et al., also used by EM/APL (section 3, 5)
+GR_EPS = 1e-7  # GRLoss uses a smaller epsilon (section 6)
+LL_SCHEMES = ('R', 'Ct')
+REDUCTIONS = ('sum', 'mean')
+ROLE_LOGIT_CLAMP = 1e-5  # Cole's inverse_sigmoid clamps p to [1e-5, 1 - 1e-5] (section 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def _as_float(logits):
+    """Logits as at least float32 (a bf16 forward is scored in fp32, as robust-loss-mlml does)."""
+    x = jnp.asarray(logits)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def neg_log(z, eps=COLE_EPS):
+    """nl_e(z) = -log(z + e): the official "neg_log" helper (section 0); nothing is clamped."""
+    return -jnp.log(z + eps)
+
+
+def _masks(observed):
+    """(P, U) boolean masks: o == 1 and o == 0 (other values get no term, as in Cole's indexing)."""
+    observed = jnp.asarray(observed)
+    return observed == 1, observed == 0
+
+
+def _mean_bc(loss_matrix):
+    """mean_BC: sum over all B*C entries / (B*C); the zero entries count in the denominator."""
+    return jnp.mean(loss_matrix)
+
+
+def _reduce(loss_matrix, reduction):
+    """'sum' (robust-loss-mlml default) or 'mean' over all B*C entries (section 7)."""
+    if reduction == 'sum':
+        return jnp.sum(loss_matrix)
+    if reduction == 'mean':
+        return jnp.mean(loss_matrix)
+    raise ValueError(f'Unknown reduction {reduction!r}; valid: {REDUCTIONS}')
+
+
+def _expected_positive_reg(probs, expected_num_pos):
+    """R_k(p) = ((1/B) sum_{b,c} p[b,c] - k)^2 / C^2: EPR's squared-L2 regulariser (section 3)."""
+    batch_size, num_classes = probs.shape
+    return (jnp.sum(probs) / batch_size - expected_num_pos) ** 2 / num_classes**2
+
+
+# ----------------------------------------------------------------------------------------------
+# Cole et al. (section 3)
+
+
+def an(logits, observed):
+    """AN (assume negative), Cole's form: nl_e(p) on P, nl_e(1 - p) on U, mean_BC (section 3).
+
+    1 - p is formed in float32 as in the official code, so p near 1 loses precision
+    (vector C: float32 gives 1.953946 against 1.954509 in float64).
+    """
+    p = jax.nn.sigmoid(_as_float(logits))
+    pos, unobs = _masks(observed)
+    loss = jnp.where(pos, neg_log(p), 0.0) + jnp.where(unobs, neg_log(1.0 - p), 0.0)
+    return _mean_bc(loss)
+
+
+def an_ls(logits, observed, ls_coef=0.1):
+    """AN with label smoothing (section 3): targets 1 - ls_coef on P and ls_coef on U (0.9 / 0.1)."""
+    p = jax.nn.sigmoid(_as_float(logits))
+    pos, unobs = _masks(observed)
+    toward_one = (1.0 - ls_coef) * neg_log(p) + ls_coef * neg_log(1.0 - p)
+    toward_zero = (1.0 - ls_coef) * neg_log(1.0 - p) + ls_coef * neg_log(p)
+    loss = jnp.where(pos, toward_one, 0.0) + jnp.where(unobs, toward_zero, 0.0)
+    return _mean_bc(loss)
+
+
+def wan(logits, observed):
+    """WAN (weak assume negative, section 3): the U term of AN down-weighted by gamma = 1/(C - 1).
+
+    C is the number of columns of the batch, i.e. the dataset's class count.
+    """
+    num_classes = jnp.shape(logits)[-1]
+    if num_classes < 2:
+        raise ValueError(f'wan needs at least 2 classes (gamma = 1/(C-1)), got C={num_classes}')
+    p = jax.nn.sigmoid(_as_float(logits))
+    pos, unobs = _masks(observed)
+    loss = jnp.where(pos, neg_log(p), 0.0) + jnp.where(unobs, neg_log(1.0 - p) / (num_classes - 1), 0.0)
+    return _mean_bc(loss)
+
+
+def epr(logits, observed, expected_num_pos):
+    """EPR (section 3): nl_e(p) on P, nothing on U, plus R_k(p); no stop-gradient.
+
+    expected_num_pos is k (pascal 1.5, coco 2.9, nuswide 1.9, cub 31.4).
+    """
+    p = jax.nn.sigmoid(_as_float(logits))
+    pos, _ = _masks(observed)
+    loss = jnp.where(pos, neg_log(p), 0.0)
+    return _mean_bc(loss) + _expected_positive_reg(p, expected_num_pos)
+
+
+def role(logits, observed, label_logits, expected_num_pos):
+    """ROLE (section 3): classifier p = sigmoid(x) and label estimates q = sigmoid(Z[idx]).
+
+    Lmat = 0.5 (pos1 + pos2) + 0.5 (cross1 + cross2), R = 0.5 (R_k(p) + R_k(q)), loss = mean_BC + R.
+    Each cross term trains one side toward the *detached* other side, so x gets gradient only from
+    pos1, cross1 and R_k(p), and label_logits (the batch rows of Z) only from pos2, cross2 and R_k(q).
+    """
+    p = jax.nn.sigmoid(_as_float(logits))
+    q = jax.nn.sigmoid(_as_float(label_logits))
+    p_fixed = jax.lax.stop_gradient(p)
+    q_fixed = jax.lax.stop_gradient(q)
+    pos, _ = _masks(observed)
+    pos1 = jnp.where(pos, neg_log(p), 0.0)
+    pos2 = jnp.where(pos, neg_log(q), 0.0)
+    cross1 = q_fixed * neg_log(p) + (1.0 - q_fixed) * neg_log(1.0 - p)
+    cross2 = p_fixed * neg_log(q) + (1.0 - p_fixed) * neg_log(1.0 - q)
+    loss = 0.5 * (pos1 + pos2) + 0.5 * (cross1 + cross2)
+    reg = 0.5 * (_expected_positive_reg(p, expected_num_pos) + _expected_positive_reg(q, expected_num_pos))
+    return _mean_bc(loss) + reg
+
+
+# ----------------------------------------------------------------------------------------------
+# Kim et al., Large Loss Matters (section 4)
+
+
+def _ll_base_and_corrected(x, observed):
+    """BCE(x, o) and BCE(x, 1 - o) with logits: softplus(-x) for target 1, softplus(x) for target 0."""
+    pos, _ = _masks(observed)
+    target_one, target_zero = jax.nn.softplus(-x), jax.nn.softplus(x)
+    base = jnp.where(pos, target_one, target_zero)
+    corrected = jnp.where(pos, target_zero, target_one)
+    return base, corrected
+
+
+def _ll_selection(base, observed, rate):
+    """(u, do_modify, t): unobserved losses, whether k > 0, and t = the k-th largest u.
+
+    k = ceil(B*C*rate) is computed in rate's dtype (float32 unless jax_enable_x64), t by sorting
+    all B*C values of u (duplicates count, like torch.topk(...).values[-1]), so a changing rate
+    is data, not shape, and nothing recompiles.
+    """
+    _, unobs = _masks(observed)
+    # Selection is a hard mask; no gradient should ever flow through the sort.
+    u = jax.lax.stop_gradient(jnp.where(unobs, base, 0.0))
+    num_entries = u.size
+    k = jnp.ceil(num_entries * jnp.asarray(rate)).astype(jnp.int32)
+    kth_largest = jnp.sort(u.reshape(-1))[num_entries - jnp.clip(k, 1, num_entries)]
+    return u, k > 0, kth_largest
+
+
+def ll_num_modified(num_entries, rate):
+    """The official k = math.ceil(B*C*rate) in float64 (host side, for logging and checks)."""
+    return math.ceil(num_entries * rate)
+
+
+def ll(logits, observed, scheme, rate):
+    """LL-R / LL-Ct (section 4): BCE-with-logits where the largest unobserved losses are modified.
+
+    base = BCE(x, o), corr = BCE(x, 1 - o), u = 1[o = 0] * base, k = ceil(B*C*rate),
+    t = k-th largest u, M = {u >= t} (ties at t are all modified, so M may exceed k entries).
+    'R' (rejection) puts 0 on M, 'Ct' (temporary correction) puts corr on M; loss = mean_BC.
+    rate = 1 - clean_rate (see ll_rate); rate 0 (epoch 1) modifies nothing. As in the official code,
+    if t = 0 the observed positives are in M too (unreachable at realistic rates).
+
+    LL-Cp (intended version, first commit ac475fe) is ll(..., 'Ct', delta_rel) in epochs >= 2 (a fixed
+    k = ceil(B*C*delta_rel), not the growing schedule; rate 0 in epoch 1) plus ll_cp_flips written
+    into the observed table after the step. The released LL-Cp behaves like LL-Ct (see ll_cp_flips);
+    that bug is not reproduced.
+
+    scheme must be static under jit; rate may be traced. Precision caveat: the official k is
+    ceil in float64 of a rate built by repeated float64 subtraction (e.g. 320 * 0.025000000000000022
+    = 8.000000000000007 -> k = 9), which float32 rounds to an exact integer (k = 8). With x64 off this
+    happens only where B*C*rate is an integer in exact arithmetic; ll_num_modified gives the official k.
+    """
+    if scheme not in LL_SCHEMES:
+        raise ValueError(f'Unknown LL scheme {scheme!r}; valid: {LL_SCHEMES} (LL-Cp = "Ct" + ll_cp_flips)')
+    x = _as_float(logits)
+    base, corrected = _ll_base_and_corrected(x, observed)
+    u, do_modify, threshold = _ll_selection(base, observed, rate)
+    modified = do_modify & (u >= threshold)
+    replacement = jnp.zeros_like(base) if scheme == 'R' else corrected
+    return _mean_bc(jnp.where(modified, replacement, base))
+
+
+def ll_rate(epoch, delta_rel):
+    """rate = 1 - clean_rate for 1-based epoch e, by the official repeated float64 subtraction.
+
+    clean_rate starts at 1 and loses delta_rel after every epoch (section 4 "Schedule"), so epoch 2
+    with delta 0.002 gives 0.0020000000000000018, not 0.002. delta_rel is a fraction (CLI 0.2 -> 0.002).
+    """
+    if epoch < 1:
+        raise ValueError(f'epoch is 1-based, got {epoch}')
+    clean_rate = 1.0
+    for _ in range(epoch - 1):
+        clean_rate -= delta_rel
+    return 1.0 - clean_rate
+
+
+def ll_cp_flips(logits, observed, rate):
+    """Intended LL-Cp permanent corrections (section 4): a bool (B, C) mask of entries with u > t.
+
+    Call with rate = delta_rel (k = ceil(B*C*delta_rel) fixed, epochs >= 2) on the logits of the
+    training step; after the optimiser step the trainer writes o = 1 at these entries of the
+    dataset's observed table, so they are observed positives from the next epoch. Strictly above
+    the k-th value: with no ties that is at most k - 1 entries (always within U, since u = 0 on P).
+
+    Released-code quirk: HEAD tests `P['mod_scheme'] is 'LL-Cp'`; a string from argv is not the
+    interned literal, so `is` is False, both the fixed k and the write are skipped, and released
+    LL-Cp behaves exactly like LL-Ct. This project implements the intended version instead.
+    """
+    x = _as_float(logits)
+    base, _ = _ll_base_and_corrected(x, observed)
+    u, do_modify, threshold = _ll_selection(base, observed, rate)
+    return do_modify & (u > threshold)
+
+
+# ----------------------------------------------------------------------------------------------
+# Zhou et al., EM and APL (section 5)
+
+
+def _entropy(p):
+    """H_e(p) = p nl_e(p) + (1 - p) nl_e(1 - p) with Cole's epsilon."""
+    return p * neg_log(p) + (1.0 - p) * neg_log(1.0 - p)
+
+
+def em(logits, observed, alpha):
+    """EM (section 5): nl_e(p) on P, -alpha H_e(p) on U (entropy maximisation), mean_BC.
+
+    The loss can be negative; the entropy term has no stop-gradient.
+    """
+    p = jax.nn.sigmoid(_as_float(logits))
+    pos, unobs = _masks(observed)
+    loss = jnp.where(pos, neg_log(p), 0.0) + jnp.where(unobs, -alpha * _entropy(p), 0.0)
+    return _mean_bc(loss)
+
+
+def em_apl(logits, observed, alpha, beta):
+    """EM + APL (section 5): EM on o in {1, 0}, plus beta * soft BCE toward s on o = -s < 0.
+
+    Soft negatives are stored in observed as -s (s = the probability when pseudo-labelled, see
+    apl_update); observed is read as float32, so s is the float32-rounded stored value.
+    """
+    x = _as_float(logits)
+    p = jax.nn.sigmoid(x)
+    o = jnp.asarray(observed).astype(x.dtype)
+    pos, unobs = _masks(o)
+    s = -o
+    soft_bce = s * neg_log(p) + (1.0 - s) * neg_log(1.0 - p)
+    loss = (
+            jnp.where(pos, neg_log(p), 0.0)
+            + jnp.where(unobs, -alpha * _entropy(p), 0.0)
+            + jnp.where(o < 0, beta * soft_bce, 0.0)
+    )
+    return _mean_bc(loss)
+
+
+def apl_update(probs, observed, initial_unobserved_counts, neg_proportion, num_epochs, warmup):
+    """APL state update (section 5), run on the host after training epoch e >= warmup (1-based).
+
+    probs: (N, C) p for every training image (eval-mode model over the shuffled, flipped train
+    loader); observed: the current (N, C) table; initial_unobserved_counts: U_c^0 = (o0 == 0).sum(0)
+    of the *initial* table. Per class, n_c = int(neg_proportion * U_c^0 / (T - warmup)) of the
+    entries still at o == 0 with the smallest p get o = -p. Already pseudo-labelled entries are
+    negative, so they are never re-selected or revised; no positive pseudo-labels are made.
+    Returns a new table (float, the input's float dtype or float32). Ties in p go to the lower row.
+    """
+    probs = np.asarray(probs)
+    observed = np.asarray(observed)
+    if num_epochs <= warmup:
+        raise ValueError(f'APL needs num_epochs > warmup, got {num_epochs} <= {warmup}')
+    counts = np.asarray(initial_unobserved_counts, dtype=np.float64)
+    # Same float64 operation order as the official int(neg_proportion * U0 / (T - warmup)).
+    per_class = (neg_proportion * counts / (num_epochs - warmup)).astype(np.int64)
+    unobserved = observed == 0
+    per_class = np.minimum(per_class, unobserved.sum(axis=0))
+    order = np.argsort(np.where(unobserved, probs, np.inf), axis=0, kind='stable')
+    within_quota = np.arange(observed.shape[0])[:, None] < per_class[None, :]
+    selected = np.zeros_like(unobserved)
+    np.put_along_axis(selected, order, within_quota, axis=0)
+    out_dtype = observed.dtype if np.issubdtype(observed.dtype, np.floating) else np.float32
+    return np.where(selected, -probs, observed).astype(out_dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Chen et al., GR loss (section 6)
+
+
+def gr_schedule(epoch, num_epochs, linear_init_epochs=0, beta=(0, 2, -2, -2), alpha=(0.5, 2, 0.8, 0.5)):
+    """(w, b, mu, sigma) of 1-based epoch e (section 6 "Schedule"); epoch may be traced.
+
+    a(e) = max(e - n - 1, 0) / (T - n) drives w, b (one epoch behind, so w never reaches wT);
+    c(e) = max(e - n, 0) / (T - n) drives mu, sigma. beta = (w0, wT, b0, bT),
+    alpha = (mu0, sigma0, muT, sigmaT).
+    """
+    w0, w_end, b0, b_end = beta
+    mu0, sigma0, mu_end, sigma_end = alpha
+    span = num_epochs - linear_init_epochs
+    lagged = jnp.maximum(epoch - linear_init_epochs - 1, 0) / span
+    current = jnp.maximum(epoch - linear_init_epochs, 0) / span
+    return (
+            w0 + (w_end - w0) * lagged,
+            b0 + (b_end - b0) * lagged,
+            mu0 + (mu_end - mu0) * current,
+            sigma0 + (sigma_end - sigma0) * current,
+    )
+
+
+def gr(
+        logits,
+        observed,
+        epoch,
+        num_epochs,
+        linear_init_epochs=0,
+        beta=(0, 2, -2, -2),
+        alpha=(0.5, 2, 0.8, 0.5),
+        q2=0.01,
+        q3=1.0,
+):
+    """GR loss (section 6): -log(p + 1e-7) on P; on U v [k L1(p; q2) + (1 - k) L2(p; q3)], mean_BC.
+
+    L1 = (1 - p^q2)/q2 treats the entry as positive, L2 = (1 - (1-p)^q3)/q3 as negative;
+    k = sigmoid(w sg(p) + b) and v = exp(-0.5 ((sg(p) - mu)/sigma)^2) use the detached p, so the
+    gradient flows through L1 and L2 only. epoch (1-based) may be traced.
+
+    p^q and (1-p)^q are evaluated as exp(q log_sigmoid(+-x)): the same function, but finite in
+    value and gradient where float32 sigmoid underflows to 0 (torch's p**q gives inf * 0 = nan there).
+    """
+    x = _as_float(logits)
+    p = jax.nn.sigmoid(x)
+    p_fixed = jax.lax.stop_gradient(p)
+    w, b, mu, sigma = gr_schedule(epoch, num_epochs, linear_init_epochs, beta, alpha)
+    soft_label = jax.nn.sigmoid(w * p_fixed + b)
+    weight = jnp.exp(-0.5 * ((p_fixed - mu) / sigma) ** 2)
+    treat_positive = -jnp.expm1(q2 * jax.nn.log_sigmoid(x)) / q2
+    treat_negative = -jnp.expm1(q3 * jax.nn.log_sigmoid(-x)) / q3
+    pos, unobs = _masks(observed)
+    unobserved_term = weight * (soft_label * treat_positive + (1.0 - soft_label) * treat_negative)
+    loss = jnp.where(pos, neg_log(p, GR_EPS), 0.0) + jnp.where(unobs, unobserved_term, 0.0)
+    return _mean_bc(loss)
+
+
+# ----------------------------------------------------------------------------------------------
+# Zhang et al., Hill and SPLC (section 7)
+
+
+def hill(logits, observed, lamb=1.5, margin=1.0, gamma=2.0, reduction='sum'):
+    """Hill (section 7): focal-margin BCE on y = 1, (lamb - p) p^2 on y = 0; sum by default.
+
+    Positive: -(1 - sigmoid(x - m))^gamma log sigmoid(x - m). The official code takes torch.log of
+    the sigmoid; log_sigmoid is used here (equal up to float32 rounding) so the loss stays finite
+    where sigmoid(x - m) underflows (the official gives inf, and nan on negatives via 0 * log 0).
+    Unobserved entries are negatives; no stop-gradient (the focal weight is differentiated too).
+    """
+    x = _as_float(logits)
+    pos, _ = _masks(observed)
+    shifted = x - margin
+    positive = -((1.0 - jax.nn.sigmoid(shifted)) ** gamma) * jax.nn.log_sigmoid(shifted)
+    p = jax.nn.sigmoid(x)
+    negative = (lamb - p) * p**2
+    return _reduce(jnp.where(pos, positive, negative), reduction)
+
+
+def splc(logits, observed, epoch, tau=0.6, change_epoch=1, margin=1.0, gamma=2.0, reduction='sum'):
+    """SPLC (section 7): focal BCE-with-logits with a margin on positives and pseudo-positives.
+
+    x' = x - m on y = 1; from epoch >= change_epoch (0-based, may be traced) y' = 1 where
+    sigmoid(x') > tau (re-decided every batch, nothing stored; pseudo-positives keep x' = x).
+    q = sigmoid(x'), w = ((1 - q) y' + q (1 - y'))^gamma (negatives get q^gamma too),
+    L = -w [y' logsigmoid(x') + (1 - y') logsigmoid(-x')]; sum by default.
+    """
+    x = _as_float(logits)
+    pos, _ = _masks(observed)
+    shifted = jnp.where(pos, x - margin, x)
+    q = jax.nn.sigmoid(shifted)
+    target = pos | ((epoch >= change_epoch) & (q > tau))
+    focal_weight = jnp.where(target, 1.0 - q, q) ** gamma
+    log_likelihood = jnp.where(target, jax.nn.log_sigmoid(shifted), jax.nn.log_sigmoid(-shifted))
+    return _reduce(-focal_weight * log_likelihood, reduction)
+
+
+# ----------------------------------------------------------------------------------------------
+# Upper bound
+
+
+def full(logits, observed):
+    """BCE-with-logits (log-sigmoid form) on the FULL 0/1 labels, mean over B*C (the upper bound).
+
+    Here `observed` is the full label matrix; every entry has a target.
+    """
+    x = _as_float(logits)
+    y = jnp.asarray(observed).astype(x.dtype)
+    return _mean_bc(y * jax.nn.softplus(-x) + (1.0 - y) * jax.nn.softplus(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# ROLE state
+
+
+def _clamped_logit(p):
+    """Cole's inverse_sigmoid: log(p / (1 - p)) with p clamped to [1e-5, 1 - 1e-5], as float32.
+
+    Evaluated in float64 on the host (an init-time helper): in float32 the bound 1 - 1e-5 itself
+    rounds, which moves the capped logit by 1e-3.
+    """
+    p = np.clip(np.asarray(p, np.float64), ROLE_LOGIT_CLAMP, 1.0 - ROLE_LOGIT_CLAMP)
+    return jnp.asarray(np.log(p / (1.0 - p)), jnp.float32)
+
+
+def role_init_label_logits(rng, observed, estimates=None):
+    """Initial ROLE label logits Z (N_train, C) (section 3 "State").
+
+    Unobserved: a (2u - 1) with u ~ U(0, 1) and a = logit(0.6), so q starts in (0.4, 0.6);
+    observed positive (o = 1): logit(0.995); observed negative (o = -1): logit(0.005).
+    With `estimates` (q of a previous stage, e.g. Cole's linear_init phase) Z = logit(clamped q)
+    instead and rng is unused; the clamp caps |Z| at logit(1 - 1e-5) = 11.51.
+    """
+    observed = jnp.asarray(observed)
+    if estimates is not None:
+        return _clamped_logit(estimates)
+    uniform = jax.random.uniform(rng, observed.shape, jnp.float32)
+    z = _clamped_logit(0.6) * (2.0 * uniform - 1.0)
+    z = jnp.where(observed == 1, _clamped_logit(0.995), z)
+    return jnp.where(observed == -1, _clamped_logit(0.005), z)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lookup
+
+
+LOSSES = {
+        'an': an,
+        'an_ls': an_ls,
+        'wan': wan,
+        'epr': epr,
+        'role': role,
+        'll': ll,
+        'em': em,
+        'em_apl': em_apl,
+        'gr': gr,
+        'hill': hill,
+        'splc': splc,
+        'full': full,
+}
+
+
+def get_loss(name):
+    """LOSSES[name], or a ValueError listing the valid names."""
+    if name not in LOSSES:
+        raise ValueError(f'Unknown loss {name!r}; valid: {sorted(LOSSES)}')
+    return LOSSES[name]

@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny synthetic_scenes dataset (generated once per session) and a tiny run config."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# A run small enough for CI (2 CPU cores): 128 training images of 32 px, a 2-stage CNN, batch 32.
+TINY_OVERRIDES = {
+    "dataset.builder_config.image_size": 32,
+    "dataset.builder_config.num_train": 128,
+    "dataset.builder_config.num_validation": 40,
+    "dataset.builder_config.num_test": 72,
+    "dataset.image_size": 32,
+    "model.widths": (8, 16),
+    "batch_size": 32,
+    "eval_batch_size": 32,  # 40 and 72 images: the last eval batches are padded
+    "num_epochs": 2,
+    "log.progress_bar": False,
+}
+
+
+def tiny_config(data_dir, **overrides):
+    """configs/default.py shrunk to TINY_OVERRIDES (+ overrides, dotted keys with '__' for '.')."""
+    from configs import default
+
+    config = default.get_config()
+    values = dict(TINY_OVERRIDES)
+    values.update({k.replace("__", "."): v for k, v in overrides.items()})
+    values["dataset.data_dir"] = str(data_dir)
+    for dotted, value in values.items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def tiny_flags(data_dir, **overrides):
+    """The same config as launch.py flags."""
+    values = dict(TINY_OVERRIDES)
+    values.update({k.replace("__", "."): v for k, v in overrides.items()})
+    values["dataset.data_dir"] = str(data_dir)
+    return [f"--config.{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """TFDS data_dir holding the tiny synthetic_scenes config, prepared once for the whole session."""
+    from adagc_jax import input_pipeline
+
+    path = tmp_path_factory.mktemp("tfds")
+    config = tiny_config(path)
+    builder = input_pipeline.get_builder(config.dataset)
+    input_pipeline.prepare(builder, config.dataset)
+    return path
+
+
+def run_python(code_or_args, env_extra=None, timeout=900):
+    """Runs python in a subprocess from the repository root; returns the CompletedProcess."""
+    env = dict(os.environ)
+    env.update({"JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO})
+    env.update(env_extra or {})
+    args = [sys.executable] + (["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args))
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

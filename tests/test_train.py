@@ -1,0 +1,198 @@
+"""End-to-end tests of the trainer on the built-in dataset: results, files, exact resume after a kill,
+multi-device equality, no retrace, and the clear errors of ARCHITECTURE.md / issue 2."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adagc_jax import config_utils, input_pipeline, methods, parallel, train
+from conftest import REPO, run_python, tiny_config, tiny_flags
+
+
+def test_end_to_end_an(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    results = train.train_and_evaluate(tiny_config(data_dir), str(workdir))
+
+    on_disk = json.loads((workdir / "results.json").read_text())
+    assert on_disk["test"]["mAP"] == pytest.approx(results["test"]["mAP"])
+    assert set(on_disk) >= {"test", "val", "history", "trigger", "config", "versions", "wall_time_s", "steps_per_s"}
+    for split, n in (("test", 72), ("val", 40)):
+        block = on_disk[split]
+        assert block["reported_model"] == "teacher"
+        assert block["mAP"] == block["teacher"]["mAP"]
+        assert 0.0 <= block["student"]["mAP"] <= 1.0
+        # The WHOLE split was evaluated although 72 and 40 are not multiples of the eval batch (32).
+        assert block["teacher"]["num_images"] == n and block["student"]["num_images"] == n
+    history = on_disk["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    for h in history:
+        for key in ("train_loss", "gc_weight", "trigger_signal", "val_mAP", "images_per_s"):
+            assert h[key] is not None and np.isfinite(h[key]), key
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert on_disk["steps_per_s"] > 0 and on_disk["config"]["method"] == "an"
+    # 128 training images at batch 32: 4 steps per epoch.
+    assert on_disk["wall_time_s"] > 0 and len(on_disk["trigger"]["signal"]) == 2
+
+    assert (workdir / "training.png").stat().st_size > 1000
+    assert (workdir / "config.json").exists()
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+
+
+def test_step_does_not_retrace(data_dir):
+    """A new epoch (new knob values, new sums) reuses the compiled step; a new batch shape would retrace and is
+    refused by the guard, which shows the guard is live."""
+    from adagc_jax import models, optim, train_step as ts
+
+    config = tiny_config(data_dir)
+    mesh = parallel.make_mesh(1)
+    model = models.get_model("small_cnn", 12, widths=(8,))
+    tx, _ = optim.make_optimizer(config.optimizer, 2, 4)
+    info = input_pipeline.DatasetInfo("x", 12, tuple("abcdefghijkl"), {"train": 16}, (8, 8, 3),
+                                      np.zeros(3, np.float32), np.ones(3, np.float32))
+    method = methods.get_method("an")
+    state = train.create_state(config, model, method, tx, None, info, np.zeros((16, 12), np.float32), mesh)
+    step = ts.make_train_step(config, model, method, tx, mesh)
+
+    def batch(b):
+        rng = np.random.default_rng(b)
+        observed = np.eye(12, dtype=np.float32)[rng.integers(0, 12, b)]
+        return parallel.shard_batch({"image": rng.normal(size=(b, 8, 8, 3)).astype(np.float32),
+                                     "observed": observed, "labels": observed,
+                                     "id": np.arange(b, dtype=np.int32)}, mesh)
+
+    for epoch, gc_weight in ((1, 0.0), (2, 1.0), (3, 0.5)):
+        knobs = parallel.replicate({"epoch": jnp.float32(epoch), "gc_weight": jnp.float32(gc_weight)}, mesh)
+        sums = parallel.replicate(ts.init_sums(), mesh)
+        for _ in range(2):
+            state, sums = step(state, sums, batch(8), knobs)
+    assert int(state.step) == 6
+    with pytest.raises(ts.RetraceError, match="traced 2 times"):
+        step(state, sums, batch(4), knobs)
+
+
+def _results(workdir):
+    return json.loads((workdir / "results.json").read_text())
+
+
+def test_resume_after_kill_gives_identical_results(data_dir, tmp_path):
+    """A run SIGKILLed after its first checkpoint and started again with the same command finishes exactly like an
+    uninterrupted run."""
+    flags = tiny_flags(data_dir, num_epochs=3)
+    base = [os.path.join(REPO, "launch.py"), "--config", os.path.join(REPO, "configs", "default.py")] + flags
+
+    straight = tmp_path / "straight"
+    done = run_python(base + ["--workdir", str(straight)])
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    resumed = tmp_path / "resumed"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    proc = subprocess.Popen([sys.executable] + base + ["--workdir", str(resumed)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = resumed / "checkpoints" / "1" / "_CHECKPOINT_METADATA"
+    deadline = time.time() + 600
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the first checkpoint never appeared"
+    assert not (resumed / "results.json").exists(), "the run finished before it could be killed"
+
+    again = run_python(base + ["--workdir", str(resumed)])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Resumed from" in again.stdout
+
+    a, b = _results(straight), _results(resumed)
+    for split in ("test", "val"):
+        for model in ("teacher", "student"):
+            for key in ("mAP", "micro_F1", "ranking_loss", "hamming_loss"):
+                assert b[split][model][key] == pytest.approx(a[split][model][key], abs=1e-6), (split, model, key)
+    np.testing.assert_allclose([h["train_loss"] for h in b["history"]], [h["train_loss"] for h in a["history"]],
+                               rtol=0, atol=1e-6)
+
+
+def test_four_devices_match_one_device(data_dir, tmp_path):
+    """Data parallelism over 4 (forced) CPU devices gives the 1-device loss trajectory for the same global batch;
+    a global batch the devices cannot split is refused clearly."""
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
+        import jax
+        from conftest import tiny_config
+        from adagc_jax import train, parallel
+        assert jax.device_count() == 4, jax.devices()
+        out = {{}}
+        for n in (1, 4):
+            r = train.train_and_evaluate(tiny_config({str(data_dir)!r}, num_devices=n), {str(tmp_path)!r} + f"/d{{n}}")
+            out[n] = {{"loss": [h["train_loss"] for h in r["history"]], "val": [h["val_mAP"] for h in r["history"]],
+                       "test": r["test"]["mAP"]}}
+        try:
+            train.train_and_evaluate(tiny_config({str(data_dir)!r}, batch_size=30), {str(tmp_path)!r} + "/bad")
+            out["error"] = None
+        except parallel.DeviceConfigError as e:
+            out["error"] = str(e)
+        print("RESULT" + json.dumps(out))
+    """)
+    proc = run_python(code, env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.split("RESULT", 1)[1])
+    np.testing.assert_allclose(out["4"]["loss"], out["1"]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(out["4"]["val"], out["1"]["val"], atol=2e-3)
+    assert "batch_size=30 is not divisible by the 4 devices" in out["error"]
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    """A loss that turns NaN in epoch 2 stops the run at that step; epoch 1's checkpoint survives, untouched."""
+    an = methods.get_method("an")
+
+    def nan_from_epoch_2(logits, targets, ctx):
+        loss, aux = an.loss(logits, targets, ctx)
+        return jnp.where(ctx.knobs["epoch"] >= 2, jnp.nan, loss), aux
+
+    monkeypatch.setitem(methods.METHODS, "nan_test", methods.Method("nan_test", "test only", nan_from_epoch_2))
+    workdir = tmp_path / "nan"
+    with pytest.raises(train.NonFiniteLossError) as err:
+        train.train_and_evaluate(tiny_config(data_dir, method="nan_test"), str(workdir))
+    # 4 steps per epoch: the first step of epoch 2 is step 5.
+    assert "non-finite loss at step 5 (epoch 2)" in str(err.value)
+    assert "last good checkpoint (epoch 1)" in str(err.value)
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1"]
+    assert not (workdir / "results.json").exists()
+
+
+def test_unknown_method_lists_valid_ones(data_dir):
+    with pytest.raises(config_utils.ConfigError, match=r"method='foo' is not valid; valid values: \[.*'an'.*'full'"):
+        train.train_and_evaluate(tiny_config(data_dir, method="foo"), "/tmp/never")
+
+
+def test_missing_manual_dir_is_a_clear_error(tmp_path):
+    config = tiny_config(tmp_path)
+    config.dataset.name = "aid_multilabel"
+    config.dataset.builder_config = {}
+    config.dataset.manual_dir = str(tmp_path / "does_not_exist")
+    with pytest.raises(input_pipeline.DatasetError, match="does not exist") as err:
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "images_tr" in str(err.value)  # the expected layout is named
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_cli_unknown_config_key_and_method(tmp_path):
+    base = ["launch.py", "--config", "configs/default.py", "--workdir", str(tmp_path / "w")]
+    proc = run_python(base + ["--config.optimizer.learning_rat=0.1"])
+    assert proc.returncode == 2
+    assert "unknown config key 'optimizer.learning_rat'" in proc.stderr
+    assert "Did you mean optimizer.learning_rate" in proc.stderr and "Valid keys:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    proc = run_python(base + ["--config.method=nope", "--config.dataset.data_dir=" + str(tmp_path)])
+    assert proc.returncode == 2
+    assert "method='nope' is not valid; valid values:" in proc.stderr and "Traceback" not in proc.stderr
