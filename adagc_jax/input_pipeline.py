@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from adagc_jax import config_utils
+
 # Builder modules by dataset name (imported lazily: importing one registers its builder with TFDS).
 DATASET_MODULES = {
     "synthetic_scenes": "adagc_jax.datasets.synthetic_scenes",
@@ -80,7 +82,7 @@ def prepare(builder, dataset_config) -> None:
         return
     name = builder.name
     if name in GENERATED_DATASETS:
-        builder.download_and_prepare()
+        _prepare_once(builder)
         return
     manual_dir = os.path.expanduser(dataset_config.manual_dir) if dataset_config.manual_dir else ""
     instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", "") or ""
@@ -90,7 +92,18 @@ def prepare(builder, dataset_config) -> None:
             f"Download the published files yourself and pass --config.dataset.manual_dir=<folder>.\n{instructions}")
     if not os.path.isdir(manual_dir):
         raise DatasetError(f"dataset.manual_dir={manual_dir!r} does not exist.\n{instructions}")
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    _prepare_once(builder, tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+def _prepare_once(builder, download_config=None) -> None:
+    """download_and_prepare, tolerating a second process that prepared the same dataset at the same time (e.g. two
+    runs of a sweep started together): TFDS writes into a temporary folder and renames it, and the loser's rename
+    fails although the dataset is complete."""
+    try:
+        builder.download_and_prepare(download_config=download_config)
+    except FileExistsError:
+        if not type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root).is_prepared():
+            raise
 
 
 def dataset_info(builder, dataset_config) -> DatasetInfo:
@@ -193,7 +206,16 @@ class InputPipeline:
 
     # -- training ------------------------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
-        return self.info.num_examples["train"] // int(self.config.batch_size)
+        """Full batches per epoch (the last partial batch is dropped); a train split smaller than one batch is an
+        error that says what to change (real-data subsets and dummy releases can be that small)."""
+        n, batch = self.info.num_examples["train"], int(self.config.batch_size)
+        if n < batch:
+            images = f"{n} image" + ("s" if n != 1 else "")
+            raise config_utils.ConfigError(
+                f"batch_size={batch} is larger than the train split of {self.builder.info.full_name} ({images}), "
+                f"so not one training step fits (the last partial batch of an epoch is dropped). Lower it, e.g. "
+                f"--config.batch_size={n} (a multiple of the number of devices), or train on more data.")
+        return n // batch
 
     def train_dataset(self, epoch: int, observed_table: np.ndarray) -> tf.data.Dataset:
         """Epoch `epoch` (1-based) of training: local batches of this process, the last partial batch dropped."""

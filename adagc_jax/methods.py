@@ -26,7 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
 
-from adagc_jax import losses
+from adagc_jax import ema, gc, losses
 
 
 class StepContext(NamedTuple):
@@ -107,7 +107,68 @@ FULL = Method(
     prepare=_full_targets,
 )
 
-METHODS: dict[str, Method] = {m.name: m for m in (AN, FULL)}
+# ---------------------------------------------------------------------------------------------------------------
+# adagc (METHOD.md sections 2-6)
+
+ADAGC_AUX_KEYS = ("an_loss", "gc_loss", "diag_pl_true_positive", "diag_pl_predicted_positive",
+                  "diag_pl_hidden_positive")
+
+
+def _adagc_init(config, data, rng):
+    # EMA 2: the per-sample prediction memory bank and its visit counts live on device with the state.
+    if not config.ema.predictions:
+        return {}, {}
+    return {}, {"memory": jnp.zeros((data.num_train, data.num_classes), jnp.float32),
+                "visits": jnp.zeros((data.num_train,), jnp.int32)}
+
+
+def _adagc_targets(batch, ctx):
+    """Teacher predictions (clean view) -> memory bank -> pseudo-labels q -> calibrated targets, BEFORE Mixup."""
+    observed = batch["observed"]
+    teacher_probs = ctx.teacher_probs
+    method_state = ctx.method_state
+    if ctx.config.ema.predictions:
+        memory, visits = ema.update_memory(method_state["memory"], method_state["visits"], batch["id"],
+                                           teacher_probs, ctx.config.ema.m_p)
+        method_state = {"memory": memory, "visits": visits}
+        remembered = memory[batch["id"]]
+    else:
+        remembered = teacher_probs  # ablation "w/o prediction EMA": q from this step's teacher prediction
+    pseudo = gc.pseudo_labels(remembered, observed)
+    targets = {"an_observed": observed,
+               **gc.calibrated_targets(observed, pseudo, ctx.config.gc.mode, ctx.config.gc.tau)}
+    # Diagnostics against the hidden full labels (never in the loss): how well q at 0.5 recovers the false
+    # negatives, i.e. precision / recall over the UNOBSERVED entries (the observed positive is 1 by definition).
+    unobserved = 1.0 - observed
+    predicted = (pseudo >= 0.5).astype(jnp.float32) * unobserved
+    hidden = batch["labels"] * unobserved
+    aux = {"diag_pl_true_positive": jnp.sum(predicted * hidden), "diag_pl_predicted_positive": jnp.sum(predicted),
+           "diag_pl_hidden_positive": jnp.sum(hidden)}
+    return targets, method_state, aux
+
+
+def _adagc_loss(logits, targets, ctx):
+    """L = (1 - w) L_AN + w L_GC on the (mixed) batch; w = gc_weight is a traced knob (METHOD.md section 4)."""
+    weight = ctx.knobs["gc_weight"]
+    an = gc.an_loss(logits, targets["an_observed"])
+    gc_targets = {k: v for k, v in targets.items() if k != "an_observed"}
+    calibrated = gc.gc_loss_from_targets(logits, gc_targets, ctx.config.gc.mode)
+    return (1.0 - weight) * an + weight * calibrated, {"an_loss": an, "gc_loss": calibrated}
+
+
+ADAGC = Method(
+    name="adagc",
+    description="AdaGC: assume-negative warm-up, then gradient calibration with dual-EMA pseudo-labels and Mixup, "
+                "switched on by the adaptive trigger",
+    loss=_adagc_loss,
+    prepare=_adagc_targets,
+    init=_adagc_init,
+    uses_teacher_predictions=True,
+    uses_mixup=True,
+    aux_keys=ADAGC_AUX_KEYS,
+)
+
+METHODS: dict[str, Method] = {m.name: m for m in (ADAGC, AN, FULL)}
 
 
 def get_method(name: str) -> Method:

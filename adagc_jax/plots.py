@@ -43,3 +43,48 @@ def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=N
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_diagnostics(history: list[dict], path: str, title: str = "", fired_epoch=None,
+                     signal_name: str = "trigger signal") -> str:
+    """What a user needs to judge the trigger: did GC switch on where memorisation began?
+
+    Left: the trigger signal per epoch. Middle: label recovery on the TRAINING images against their hidden full
+    labels (diagnostics only): the reported model's train mAP, its recall of the unobserved true positives (the
+    false negatives that assume-negative training memorises toward 0) and, for AdaGC, the pseudo-labels' precision
+    and recall at 0.5. Right: validation mAP. The dashed line marks the epoch the trigger fired.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax_signal, ax_train, ax_val = axes
+    ax_signal.plot(*_series(history, "trigger_signal"), marker=".", color="tab:purple")
+    ax_signal.set_ylabel(signal_name)
+    for key, label in (("train_mAP", "train mAP (full labels)"),
+                       ("train_fn_recall", "recall of unobserved positives @0.5"),
+                       ("pseudo_label_precision", "pseudo-label precision @0.5"),
+                       ("pseudo_label_recall", "pseudo-label recall @0.5")):
+        xs, ys = _series(history, key)
+        if xs:
+            ax_train.plot(xs, ys, marker=".", label=label)
+    ax_train.set_ylabel("training-set label recovery")
+    ax_train.legend(fontsize=8)
+    for key, label in (("val_mAP", "validation mAP"), ("val_student_mAP", "validation mAP (student)")):
+        xs, ys = _series(history, key)
+        if xs:
+            ax_val.plot(xs, ys, marker=".", label=label)
+    ax_val.set_ylabel("mAP")
+    ax_val.legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if fired_epoch is not None:
+            ax.axvline(fired_epoch + 0.5, color="tab:red", linestyle="--", alpha=0.7,
+                       label=f"GC on (after epoch {fired_epoch})")
+    if fired_epoch is not None:
+        ax_val.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -17,9 +17,10 @@ from adagc_jax import config_utils
 ARGS = ("method", "noise", "seed", "epochs")
 
 
-def get_config(arg=None):
-    args = config_utils.parse_arg(arg)
-    config_utils.check_arg_keys(args, ARGS, __file__)
+def get_config(arg=None, defaults=None, config_file=__file__):
+    """`defaults` (arg name -> value) lets configs built on this one change the defaults of the ARGS."""
+    args = {**(defaults or {}), **config_utils.parse_arg(arg)}
+    config_utils.check_arg_keys(args, ARGS, config_file)
 
     c = ml_collections.ConfigDict()
     c.method = args.get("method", "an")  # METHOD.md section 8
@@ -73,6 +74,8 @@ def get_config(arg=None):
         "every_epochs": 1,
         "test_every_epoch": True,  # test mAP per epoch, for the plots (model selection uses validation only)
         "empty_class_ap": "skip",  # 'skip' (project default) | 'zero' (official SPML repos)
+        # Label recovery on the training images against their hidden labels (diagnostics.png; never a loss).
+        "train_diagnostics": True,
     })
     c.checkpoint = ml_collections.ConfigDict({"every_epochs": 1, "keep": 2})
     c.log = ml_collections.ConfigDict({"progress_bar": True, "every_steps": 10})
