@@ -3,7 +3,11 @@
 No logic here: flags in, adagc_jax.train.train_and_evaluate out (ARCHITECTURE.md style rule 1).
 """
 
+import os
 import sys
+
+# TensorFlow only feeds data here: silence its C++ start-up chatter (a user's own setting wins).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags
 from ml_collections import config_flags

@@ -32,13 +32,15 @@ def parse_flags(argv):
 
 
 def run(config, workdir: str, multihost: bool = False) -> int:
-    """Trains and evaluates; returns the process exit code."""
+    """Trains and evaluates (one run, or the benchmark's runs when the config has a `benchmark` block); returns the
+    process exit code."""
     from absl import logging
 
     from adagc_jax import train  # after flag parsing: importing jax/TF is slow
 
-    # Orbax and TFDS log every save/read at INFO through absl; the run prints its own one line per epoch.
-    logging.set_verbosity(logging.WARNING)
+    # Orbax and TFDS log every save/read at INFO through absl, and TFDS repeats a deprecation WARNING of its own
+    # internals for every feature; the run prints its own one line per epoch and raises real problems as errors.
+    logging.set_verbosity(logging.ERROR)
 
     if multihost:
         import jax
@@ -46,7 +48,11 @@ def run(config, workdir: str, multihost: bool = False) -> int:
     errors = dict(_USER_ERRORS)
     errors[train.NonFiniteLossError] = ("training stopped", 4)
     try:
-        train.train_and_evaluate(config, workdir)
+        if "benchmark" in config:  # configs/benchmark.py: every selected method and seed, then one table
+            from adagc_jax import benchmark
+            benchmark.run(config, workdir)
+        else:
+            train.train_and_evaluate(config, workdir)
     except tuple(errors) as e:
         label, code = next(v for k, v in errors.items() if isinstance(e, k))
         print(f"\n{label}: {e}", file=sys.stderr)

@@ -346,10 +346,19 @@ def gr(
     p^q and (1-p)^q are evaluated as exp(q log_sigmoid(+-x)): the same function, but finite in
     value and gradient where float32 sigmoid underflows to 0 (torch's p**q gives inf * 0 = nan there).
     """
+    w, b, mu, sigma = gr_schedule(epoch, num_epochs, linear_init_epochs, beta, alpha)
+    return gr_from_schedule(logits, observed, w, b, mu, sigma, q2=q2, q3=q3)
+
+
+def gr_from_schedule(logits, observed, w, b, mu, sigma, q2=0.01, q3=1.0):
+    """GR loss (section 6) at given schedule values (w, b, mu, sigma) = gr_schedule(epoch, ...).
+
+    The trainer computes the schedule on the host once per epoch and passes the four values as traced
+    scalars; gr(...) is this function after gr_schedule.
+    """
     x = _as_float(logits)
     p = jax.nn.sigmoid(x)
     p_fixed = jax.lax.stop_gradient(p)
-    w, b, mu, sigma = gr_schedule(epoch, num_epochs, linear_init_epochs, beta, alpha)
     soft_label = jax.nn.sigmoid(w * p_fixed + b)
     weight = jnp.exp(-0.5 * ((p_fixed - mu) / sigma) ** 2)
     treat_positive = -jnp.expm1(q2 * jax.nn.log_sigmoid(x)) / q2

@@ -12,9 +12,16 @@ touches the loop:
       State written after the optimizer update from this step's logits (e.g. LL-Cp's permanent corrections).
   init(config, data, rng) -> (method_params, method_state)
       Trainable per-method tensors (optimised in the step with `param_optimizer`) and non-trainable state.
+  param_optimizer(config, schedule) -> optax transformation   (optional)
+      The optimizer of method_params, applied in the same step; `schedule` is the network's learning-rate schedule
+      (e.g. ROLE's Z at lr_mult times it).
   knobs(config, epoch) -> dict of floats
       Per-epoch scalars (schedules) fed to the step as TRACED arguments, so changing them never recompiles.
-  epoch_end(...)                                          (optional, host side)
+  epoch_end(config, epoch, method_state, predict_train) -> method_state      (optional, host side)
+      Runs once per epoch after its steps and before evaluation, on a host (numpy) copy of method_state; the
+      result (same structure, shapes and dtypes) replaces it on the devices and is checkpointed with it.
+      predict_train() returns the student's probabilities (N, C) on the un-augmented training images, in id order
+      (e.g. APL's pseudo-labelling pass).
 
 `aux` values are per-batch SUMS (the loop adds them up over the epoch and divides by the matching counts).
 """
@@ -25,8 +32,9 @@ import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax.numpy as jnp
+import optax
 
-from adagc_jax import ema, gc, losses
+from adagc_jax import config_utils, ema, gc, losses
 
 
 class StepContext(NamedTuple):
@@ -47,6 +55,9 @@ class DataInfo:
     num_train: int
     num_classes: int
     observed: Any  # (N, C) float32 initial observed table, indexed by example id
+    # Mean number of positives per training image (from the hidden full labels): the default of EPR/ROLE's prior k,
+    # as Cole et al. set it (one dataset statistic, never per-sample labels). None when unknown.
+    label_cardinality: float | None = None
 
 
 def _observed_targets(batch, ctx):
@@ -70,10 +81,12 @@ class Method:
     after_update: Callable | None = None
     init: Callable = _no_state
     knobs: Callable = _no_knobs
-    param_optimizer: Callable | None = None  # config -> optax transformation for method_params
+    param_optimizer: Callable | None = None  # (config, schedule) -> optax transformation for method_params
     epoch_end: Callable | None = None
     uses_teacher_predictions: bool = False  # the step runs the teacher on the clean view and passes its probs
     uses_mixup: bool = False  # Mixup (config.mixup) is part of the method's definition
+    uses_gc_weight: bool = False  # the loss reads the trigger's gc_weight knob (for the others the trigger only
+    #                               runs as a diagnostic: its fired_epoch is recorded, gc_weight stays 0)
     aux_keys: tuple = ()  # names of the per-batch sums that prepare/loss return in `aux`
 
 
@@ -165,6 +178,7 @@ ADAGC = Method(
     init=_adagc_init,
     uses_teacher_predictions=True,
     uses_mixup=True,
+    uses_gc_weight=True,
     aux_keys=ADAGC_AUX_KEYS,
 )
 
@@ -180,3 +194,240 @@ def get_method(name: str) -> Method:
 def observed_rows(batch) -> jnp.ndarray:
     """(B,) 1.0 where the example has an observed positive (rows without positives carry no observed label)."""
     return (jnp.max(batch["observed"], axis=-1) > 0).astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Baselines (METHOD.md section 8, defined in BASELINES.md; the losses are losses.py's). Hyper-parameters come from
+# config.losses.<name> (defaults = the official code's). Per-epoch schedules are knobs (traced, never recompiled);
+# per-dataset state (ROLE's Z, LL-Cp's and APL's observed tables) lives in method_params / method_state, so it is
+# replicated on the devices and checkpointed with the run.
+
+
+def _hp(ctx, name):
+    return ctx.config.losses[name]
+
+
+def _expected_num_pos(config, name, data) -> float:
+    """EPR/ROLE's prior k: losses.<name>.expected_num_pos, or the training set's label cardinality when it is < 0."""
+    k = float(config.losses[name].expected_num_pos)
+    if k >= 0:
+        return k
+    if data.label_cardinality is None:
+        raise config_utils.ConfigError(f"losses.{name}.expected_num_pos=-1 needs the training set's label "
+                                       "cardinality, which is not known here; set the value explicitly")
+    return float(data.label_cardinality)
+
+
+def _prior_state(name):
+    def init(config, data, rng):
+        return {}, {"expected_num_pos": jnp.float32(_expected_num_pos(config, name, data))}
+    return init
+
+
+def _table_state(config, data, rng):
+    # A device copy of the observed table that the method rewrites (LL-Cp's corrections, APL's soft negatives).
+    return {}, {"observed": jnp.asarray(data.observed, jnp.float32)}
+
+
+def _table_targets(batch, ctx):
+    """The batch rows of the method's own observed table (not the loader's, which stays the initial draw).
+
+    A row written during epoch e is read the next time its image is drawn, i.e. in epoch e + 1, as in the
+    official loaders that are re-forked every epoch.
+    """
+    return {"observed": ctx.method_state["observed"][batch["id"]]}, ctx.method_state, {}
+
+
+# an_ls, wan, epr (Cole et al., BASELINES.md section 3)
+
+def _an_ls_loss(logits, targets, ctx):
+    return losses.an_ls(logits, targets["observed"], ls_coef=float(_hp(ctx, "an_ls").ls_coef)), {}
+
+
+def _wan_loss(logits, targets, ctx):
+    return losses.wan(logits, targets["observed"]), {}
+
+
+def _epr_loss(logits, targets, ctx):
+    return losses.epr(logits, targets["observed"], ctx.method_state["expected_num_pos"]), {}
+
+
+AN_LS = Method(name="an_ls", description="assume negative with label smoothing (Cole et al.)", loss=_an_ls_loss)
+WAN = Method(name="wan", description="weak assume negative: unobserved terms weighted 1/(C-1) (Cole et al.)",
+             loss=_wan_loss)
+EPR = Method(name="epr", description="expected positive regularisation (Cole et al.)", loss=_epr_loss,
+             init=_prior_state("epr"))
+
+
+# role (BASELINES.md section 3)
+
+def _role_init(config, data, rng):
+    """Z (N, C): a(2u - 1) on unobserved entries (q in (0.4, 0.6)), logit(0.995) on observed positives."""
+    _, state = _prior_state("role")(config, data, rng)
+    return {"label_logits": losses.role_init_label_logits(rng, data.observed)}, state
+
+
+def _role_loss(logits, targets, ctx):
+    # The gather makes Z's gradient dense with zero rows outside the batch: Adam's moments still move those rows,
+    # as torch's Adam moves a dense Parameter (BASELINES.md section 3 and pitfall 5).
+    label_logits = ctx.method_params["label_logits"][ctx.batch["id"]]
+    return losses.role(logits, targets["observed"], label_logits, ctx.method_state["expected_num_pos"]), {}
+
+
+def _role_optimizer(config, schedule):
+    """Adam on Z at lr_mult times the network's learning rate (Cole's second parameter group), no weight decay."""
+    multiplier = float(config.losses.role.lr_mult)
+    return optax.adam(lambda step: multiplier * schedule(step))
+
+
+ROLE = Method(
+    name="role",
+    description="regularised online label estimation: a learned label-logit table Z trained jointly (Cole et al.)",
+    loss=_role_loss,
+    init=_role_init,
+    param_optimizer=_role_optimizer,
+)
+
+
+# ll_r, ll_ct, ll_cp (Kim et al., BASELINES.md section 4)
+
+def _ll_knobs(name):
+    def knobs(config, epoch):
+        # rate = 1 - clean_rate by the official repeated float64 subtraction, then fed as a float32 knob.
+        return {"ll_rate": losses.ll_rate(epoch, float(config.losses[name].delta_rel))}
+    return knobs
+
+
+def _ll_loss(scheme):
+    def loss(logits, targets, ctx):
+        return losses.ll(logits, targets["observed"], scheme, ctx.knobs["ll_rate"]), {}
+    return loss
+
+
+def _ll_cp_knobs(config, epoch):
+    # The intended LL-Cp: no modification in epoch 1, then a FIXED k = ceil(B*C*delta_rel) per batch.
+    return {"ll_rate": 0.0 if epoch < 2 else float(config.losses.ll_cp.delta_rel)}
+
+
+def _ll_cp_after_update(logits, targets, ctx):
+    """Writes o = 1 into the method's observed table where u > t strictly (this step's pre-update logits)."""
+    flips = losses.ll_cp_flips(logits, targets["observed"], ctx.knobs["ll_rate"])
+    rows = jnp.where(flips, 1.0, targets["observed"])
+    table = ctx.method_state["observed"].at[ctx.batch["id"]].set(rows)
+    return {**ctx.method_state, "observed": table}
+
+
+LL_R = Method(name="ll_r", description="large loss rejection with a growing rate (Kim et al.)", loss=_ll_loss("R"),
+              knobs=_ll_knobs("ll_r"))
+LL_CT = Method(name="ll_ct", description="large loss temporary correction with a growing rate (Kim et al.)",
+               loss=_ll_loss("Ct"), knobs=_ll_knobs("ll_ct"))
+LL_CP = Method(
+    name="ll_cp",
+    description="large loss permanent correction, the paper's (intended) version (Kim et al.)",
+    loss=_ll_loss("Ct"),
+    prepare=_table_targets,
+    init=_table_state,
+    knobs=_ll_cp_knobs,
+    after_update=_ll_cp_after_update,
+)
+"""LL-Cp as the paper and the first code commit (ac475fe) define it: from epoch 2, LL-Ct with a fixed per-batch
+k = ceil(B*C*delta_rel), and after each optimizer step the entries with u > t (strict) become observed positives
+in the method's observed table (method_state['observed'], checkpointed), seen as such from the next epoch.
+NOT reproduced: the released code (HEAD) tests `P['mod_scheme'] is 'LL-Cp'`, which is False for a string from argv,
+so released LL-Cp skips both the fixed k and the write and behaves exactly like LL-Ct (BASELINES.md section 4)."""
+
+
+# em, em_apl (Zhou et al., BASELINES.md section 5)
+
+def _em_loss(logits, targets, ctx):
+    return losses.em(logits, targets["observed"], float(_hp(ctx, "em").alpha)), {}
+
+
+def _apl_init(config, data, rng):
+    _, state = _table_state(config, data, rng)
+    # U_c^0, counted once on the initial table.
+    state["initial_unobserved"] = jnp.sum(state["observed"] == 0, axis=0).astype(jnp.int32)
+    return {}, state
+
+
+def _apl_loss(logits, targets, ctx):
+    hp = _hp(ctx, "em_apl")
+    return losses.em_apl(logits, targets["observed"], float(hp.alpha), float(hp.beta)), {}
+
+
+def _apl_epoch_end(config, epoch, method_state, predict_train):
+    """APL's negative pseudo-labelling after epoch `epoch` >= warmup (BASELINES.md section 5, losses.apl_update).
+
+    Deviations, on purpose: the probabilities come from the student in inference mode on the UN-augmented training
+    images (the official pass runs the train loader with its random flips); and the pass after the final epoch,
+    which cannot change training, is skipped. With num_epochs <= warmup APL never labels (the official code would
+    divide by zero at epoch T = warmup), i.e. the run is EM.
+    """
+    hp = config.losses.em_apl
+    warmup, num_epochs = int(hp.warmup), int(config.num_epochs)
+    if epoch < warmup or epoch >= num_epochs:
+        return method_state
+    table = losses.apl_update(predict_train(), method_state["observed"], method_state["initial_unobserved"],
+                              float(hp.neg_proportion), num_epochs, warmup)
+    return {**method_state, "observed": table}
+
+
+EM = Method(name="em", description="entropy maximisation on unobserved labels (Zhou et al.)", loss=_em_loss)
+EM_APL = Method(
+    name="em_apl",
+    description="entropy maximisation + asymmetric (negative-only) pseudo-labelling at epoch end (Zhou et al.)",
+    loss=_apl_loss,
+    prepare=_table_targets,
+    init=_apl_init,
+    epoch_end=_apl_epoch_end,
+)
+
+
+# hill, splc (Zhang et al., BASELINES.md section 7)
+
+def _hill_loss(logits, targets, ctx):
+    hp = _hp(ctx, "hill")
+    return losses.hill(logits, targets["observed"], lamb=float(hp.lamb), margin=float(hp.margin),
+                       gamma=float(hp.gamma), reduction=hp.reduction), {}
+
+
+def _splc_knobs(config, epoch):
+    return {"splc_epoch": epoch - 1}  # SPLC counts epochs from 0 (its correction starts in the 2nd epoch)
+
+
+def _splc_loss(logits, targets, ctx):
+    hp = _hp(ctx, "splc")
+    return losses.splc(logits, targets["observed"], ctx.knobs["splc_epoch"], tau=float(hp.tau),
+                       change_epoch=int(hp.change_epoch), margin=float(hp.margin), gamma=float(hp.gamma),
+                       reduction=hp.reduction), {}
+
+
+HILL = Method(name="hill", description="Hill loss: focal margin on positives, hill-shaped negatives (Zhang et al.)",
+              loss=_hill_loss)
+SPLC = Method(name="splc", description="self-paced loss correction: confident unobserved labels become positive "
+                                       "from the 2nd epoch (Zhang et al.)", loss=_splc_loss, knobs=_splc_knobs)
+
+
+# gr (Chen et al., BASELINES.md section 6)
+
+def _gr_knobs(config, epoch):
+    hp = config.losses.gr
+    w, b, mu, sigma = losses.gr_schedule(epoch, int(config.num_epochs), int(hp.linear_init_epochs),
+                                         tuple(float(v) for v in hp.beta), tuple(float(v) for v in hp.alpha))
+    return {"gr_w": float(w), "gr_b": float(b), "gr_mu": float(mu), "gr_sigma": float(sigma)}
+
+
+def _gr_loss(logits, targets, ctx):
+    hp, k = _hp(ctx, "gr"), ctx.knobs
+    return losses.gr_from_schedule(logits, targets["observed"], k["gr_w"], k["gr_b"], k["gr_mu"], k["gr_sigma"],
+                                   q2=float(hp.q2), q3=float(hp.q3)), {}
+
+
+GR = Method(name="gr", description="generalized robust loss with scheduled soft pseudo-labels and Gaussian "
+                                   "re-weighting (Chen et al.)", loss=_gr_loss, knobs=_gr_knobs)
+
+BASELINES = (AN_LS, WAN, EPR, ROLE, EM, EM_APL, LL_R, LL_CT, LL_CP, HILL, SPLC, GR)
+METHODS.update({m.name: m for m in BASELINES})
+# The order of METHOD.md section 8 (used by the benchmark's tables).
+METHOD_ORDER = ("adagc", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp", "hill",
+                "splc", "gr", "full")

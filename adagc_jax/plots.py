@@ -66,21 +66,20 @@ def plot_diagnostics(history: list[dict], path: str, title: str = "", fired_epoc
         if xs:
             ax_train.plot(xs, ys, marker=".", label=label)
     ax_train.set_ylabel("training-set label recovery")
-    ax_train.legend(fontsize=8)
     for key, label in (("val_mAP", "validation mAP"), ("val_student_mAP", "validation mAP (student)")):
         xs, ys = _series(history, key)
         if xs:
             ax_val.plot(xs, ys, marker=".", label=label)
     ax_val.set_ylabel("mAP")
-    ax_val.legend(fontsize=8)
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         if fired_epoch is not None:
             ax.axvline(fired_epoch + 0.5, color="tab:red", linestyle="--", alpha=0.7,
                        label=f"GC on (after epoch {fired_epoch})")
-    if fired_epoch is not None:
-        ax_val.legend(fontsize=8)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -69,13 +69,15 @@ def model_from_config(config, num_classes: int):
     return models.get_model(config.model.name, num_classes, **kwargs)
 
 
-def create_state(config, model, method, optimizer, method_optimizer, info, observed, mesh) -> TrainState:
+def create_state(config, model, method, optimizer, method_optimizer, info, observed, mesh,
+                 label_cardinality: float | None = None) -> TrainState:
     """Initial state, built on the host and placed replicated on the mesh."""
     key = jax.random.PRNGKey(int(config.seed))
     init_key, method_key, step_key = jax.random.split(key, 3)
     variables = models.init_variables(model, init_key, info.image_shape)
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
-    data = methods.DataInfo(num_train=info.num_examples["train"], num_classes=info.num_classes, observed=observed)
+    data = methods.DataInfo(num_train=info.num_examples["train"], num_classes=info.num_classes, observed=observed,
+                            label_cardinality=label_cardinality)
     method_params, method_state = method.init(config, data, method_key)
     teacher = None
     if config.ema.weights:
@@ -204,8 +206,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     model = model_from_config(config, info.num_classes)
     optimizer, schedule = optim.make_optimizer(config.optimizer, int(config.num_epochs), steps_per_epoch)
-    method_optimizer = method.param_optimizer(config) if method.param_optimizer is not None else None
-    state = create_state(config, model, method, optimizer, method_optimizer, info, observed, mesh)
+    method_optimizer = method.param_optimizer(config, schedule) if method.param_optimizer is not None else None
+    state = create_state(config, model, method, optimizer, method_optimizer, info, observed, mesh,
+                         label_cardinality=float(train_table["labels"].sum(axis=1).mean()))
     trigger = make_trigger(config)
     history: list[dict] = []
     train_seconds = 0.0
@@ -241,7 +244,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log_every = max(1, int(config.log.every_steps))
 
     for epoch in range(start_epoch, int(config.num_epochs) + 1):
-        gc_weight = trigger.gc_weight()
+        gc_weight = trigger.gc_weight() if method.uses_gc_weight else 0.0
         knobs = {"epoch": jnp.float32(epoch), "gc_weight": jnp.float32(gc_weight)}
         knobs.update({k: jnp.float32(v) for k, v in method.knobs(config, epoch).items()})
         knobs = parallel.replicate(knobs, mesh)
@@ -268,6 +271,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
         seconds = time.perf_counter() - start
         train_seconds += seconds
         _raise_if_nonfinite(host_sums, epoch, ckpt)
+        if method.epoch_end is not None:
+            # Host-side state update between epochs (e.g. APL's pseudo-labels); checkpointed with the state below.
+            def predict_train(st=state):
+                return evaluate.predict(eval_step, {"student": st.student_variables()}, pipeline, "train",
+                                        mesh)["student"]
+            method_state = method.epoch_end(config, epoch, jax.device_get(state.method_state), predict_train)
+            state = state.replace(method_state=parallel.replicate(method_state, mesh))
 
         record = _epoch_record(epoch, host_sums, steps, seconds, batch_size, gc_weight, config.trigger.signal)
         record["learning_rate"] = float(schedule(int(jax.device_get(state.step))))
@@ -350,7 +360,8 @@ def _format_record(r, num_epochs):
         if r.get(key) is not None:
             parts.append(f"{label} {r[key]:.4f}")
     parts.append(f"fit {r['observed_fit']:.3f}" if r.get("observed_fit") is not None else "")
-    parts.append(f"gc_w {r['gc_weight']:.2f}")
+    if r.get("pseudo_label_recall") is not None:  # AdaGC
+        parts.append(f"gc_w {r['gc_weight']:.2f}")
     if r.get("images_per_s"):
         parts.append(f"{r['images_per_s']:.0f} img/s")
     return " | ".join(p for p in parts if p)

@@ -2,9 +2,9 @@ r"""AID-multilabel: the AdaGC paper's setting, and a CPU-sized variant.
 
 Prepare once (reads the published release from manual_dir into data_dir; docs/datasets.md), then train:
 
-    python launch.py --config configs/aid_multilabel.py:noise=random --workdir runs/aid_an_random \
+    python launch.py --config configs/aid_multilabel.py:noise=random --workdir runs/aid_adagc_random \
         --config.dataset.manual_dir=/data/AID_multilabel --config.dataset.data_dir=/data/tfds
-    python launch.py --config configs/aid_multilabel.py:noise=dominant,seed=1 --workdir runs/aid_an_dominant_s1 \
+    python launch.py --config configs/aid_multilabel.py:noise=dominant,seed=1 --workdir runs/aid_adagc_dominant_s1 \
         --config.dataset.manual_dir=/data/AID_multilabel --config.dataset.data_dir=/data/tfds
 
 CPU-sized (small CNN, 64 px, 5 epochs, batch 3), on the real release or on the dummy one:
@@ -15,7 +15,7 @@ CPU-sized (small CNN, 64 px, 5 epochs, batch 3), on the real release or on the d
         --config.dataset.manual_dir=adagc_jax/datasets/dummy_data/aid_multilabel \
         --config.dataset.data_dir=/tmp/tfds_aid_dummy
 
-Arguments (comma-separated key=value after the colon): method (default 'an'; METHOD.md section 8), noise
+Arguments (comma-separated key=value after the colon): method (default 'adagc'; METHOD.md section 8), noise
 ('random' | 'dominant'), seed, epochs, split ('official': 2400 / 600 with a seeded, scene-stratified 20 %
 validation hold-out from the 2400, default | 'arena': the aitlas-arena 1917 / 483 / 600 split, whose CSVs must
 sit next to the images), cpu (0 | 1). Any key can also be set with --config.<key>=<value>; `dataset.manual_dir`
@@ -69,7 +69,7 @@ def get_config(arg=None):
     # builder-specific: they are the aid_multilabel builder's make_config arguments).
     c = default.get_config()
     c.unlock()
-    c.method = args.get("method", "an")
+    c.method = args.get("method", "adagc")
     c.noise = args.get("noise", "random")
     c.seed = args.get("seed", 0)
 

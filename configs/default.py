@@ -80,5 +80,28 @@ def get_config(arg=None, defaults=None, config_file=__file__):
     c.checkpoint = ml_collections.ConfigDict({"every_epochs": 1, "keep": 2})
     c.log = ml_collections.ConfigDict({"progress_bar": True, "every_steps": 10})
 
+    # Baseline hyper-parameters (BASELINES.md; defaults = the official code's), one block per method of METHOD.md
+    # section 8 that has any: --config.losses.<method>.<key>=<value>. AdaGC uses gc/ema/mixup/trigger instead.
+    c.losses = ml_collections.ConfigDict()
+    c.losses.an_ls = ml_collections.ConfigDict({"ls_coef": 0.1})  # targets 0.9 / 0.1
+    c.losses.wan = ml_collections.ConfigDict()  # no hyper-parameter: gamma = 1/(C-1)
+    # expected_num_pos k: -1 = the mean number of positives per training image (Cole et al.'s k values are the
+    # datasets' label cardinalities: pascal 1.5, coco 2.9, nuswide 1.9, cub 31.4); any value >= 0 is used as is.
+    c.losses.epr = ml_collections.ConfigDict({"expected_num_pos": -1.0})
+    c.losses.role = ml_collections.ConfigDict({"expected_num_pos": -1.0, "lr_mult": 10.0})  # Z: Adam at 10x lr
+    c.losses.em = ml_collections.ConfigDict({"alpha": 0.1})  # coco / nuswide value (pascal 0.2, cub 0.01)
+    # APL (coco row): soft negatives from epoch `warmup` (1-based) on, n_c = int(neg_proportion U_c^0 / (T-warmup)).
+    c.losses.em_apl = ml_collections.ConfigDict({"alpha": 0.1, "beta": 0.9, "warmup": 5, "neg_proportion": 0.9})
+    # delta_rel is a fraction (the official CLI's percent 0.2 = 0.002); epoch e modifies (e-1)*delta_rel of B*C.
+    c.losses.ll_r = ml_collections.ConfigDict({"delta_rel": 0.002})
+    c.losses.ll_ct = ml_collections.ConfigDict({"delta_rel": 0.002})
+    c.losses.ll_cp = ml_collections.ConfigDict({"delta_rel": 0.002})  # fixed k = ceil(B*C*delta_rel), epochs >= 2
+    c.losses.hill = ml_collections.ConfigDict({"lamb": 1.5, "margin": 1.0, "gamma": 2.0, "reduction": "sum"})
+    c.losses.splc = ml_collections.ConfigDict({"tau": 0.6, "change_epoch": 1, "margin": 1.0, "gamma": 2.0,
+                                               "reduction": "sum"})  # change_epoch is 0-based
+    # GR: beta = (w0, wT, b0, bT), alpha = (mu0, sigma0, muT, sigmaT), scheduled over num_epochs.
+    c.losses.gr = ml_collections.ConfigDict({"beta": (0.0, 2.0, -2.0, -2.0), "alpha": (0.5, 2.0, 0.8, 0.5),
+                                             "q2": 0.01, "q3": 1.0, "linear_init_epochs": 0})
+
     c.lock()
     return c

@@ -48,9 +48,10 @@ def test_end_to_end_an(data_dir, tmp_path):
     assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
 
 
-def test_step_does_not_retrace(data_dir):
-    """A new epoch (new knob values, new sums) reuses the compiled step; a new batch shape would retrace and is
-    refused by the guard, which shows the guard is live."""
+@pytest.mark.parametrize("method_name", ["an", "adagc"])
+def test_step_does_not_retrace(data_dir, method_name):
+    """A new epoch (new knob values, new sums; for AdaGC: GC switched on by gc_weight 0 -> 1) reuses the compiled
+    step; a new batch shape would retrace and is refused by the guard, which shows the guard is live."""
     from adagc_jax import models, optim, train_step as ts
 
     config = tiny_config(data_dir)
@@ -59,7 +60,7 @@ def test_step_does_not_retrace(data_dir):
     tx, _ = optim.make_optimizer(config.optimizer, 2, 4)
     info = input_pipeline.DatasetInfo("x", 12, tuple("abcdefghijkl"), {"train": 16}, (8, 8, 3),
                                       np.zeros(3, np.float32), np.ones(3, np.float32))
-    method = methods.get_method("an")
+    method = methods.get_method(method_name)
     state = train.create_state(config, model, method, tx, None, info, np.zeros((16, 12), np.float32), mesh)
     step = ts.make_train_step(config, model, method, tx, mesh)
 
@@ -72,7 +73,7 @@ def test_step_does_not_retrace(data_dir):
 
     for epoch, gc_weight in ((1, 0.0), (2, 1.0), (3, 0.5)):
         knobs = parallel.replicate({"epoch": jnp.float32(epoch), "gc_weight": jnp.float32(gc_weight)}, mesh)
-        sums = parallel.replicate(ts.init_sums(), mesh)
+        sums = parallel.replicate(ts.init_sums(method.aux_keys), mesh)
         for _ in range(2):
             state, sums = step(state, sums, batch(8), knobs)
     assert int(state.step) == 6
@@ -84,10 +85,15 @@ def _results(workdir):
     return json.loads((workdir / "results.json").read_text())
 
 
-def test_resume_after_kill_gives_identical_results(data_dir, tmp_path):
+@pytest.mark.parametrize("method_name", ["an", "adagc"])
+def test_resume_after_kill_gives_identical_results(data_dir, tmp_path, method_name):
     """A run SIGKILLed after its first checkpoint and started again with the same command finishes exactly like an
-    uninterrupted run."""
-    flags = tiny_flags(data_dir, num_epochs=3)
+    uninterrupted run. For AdaGC the trigger fires after epoch 1, so the resumed epochs need the restored teacher,
+    prediction memory, visit counts and trigger state to reproduce the uninterrupted run."""
+    extra = {}
+    if method_name == "adagc":
+        extra = {"trigger.rule": "fixed", "trigger.epoch": 1}
+    flags = tiny_flags(data_dir, num_epochs=3, method=method_name, **extra)
     base = [os.path.join(REPO, "launch.py"), "--config", os.path.join(REPO, "configs", "default.py")] + flags
 
     straight = tmp_path / "straight"
@@ -116,8 +122,10 @@ def test_resume_after_kill_gives_identical_results(data_dir, tmp_path):
         for model in ("teacher", "student"):
             for key in ("mAP", "micro_F1", "ranking_loss", "hamming_loss"):
                 assert b[split][model][key] == pytest.approx(a[split][model][key], abs=1e-6), (split, model, key)
-    np.testing.assert_allclose([h["train_loss"] for h in b["history"]], [h["train_loss"] for h in a["history"]],
-                               rtol=0, atol=1e-6)
+    for key in ("train_loss", "gc_weight", "pseudo_label_recall", "train_mAP"):
+        np.testing.assert_allclose([h.get(key, 0.0) or 0.0 for h in b["history"]],
+                                   [h.get(key, 0.0) or 0.0 for h in a["history"]], rtol=0, atol=1e-6, err_msg=key)
+    assert b["trigger"] == a["trigger"]
 
 
 def test_four_devices_match_one_device(data_dir, tmp_path):

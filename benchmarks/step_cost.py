@@ -1,0 +1,87 @@
+"""Images/s of the jitted train step per method, same model and batch (measures and prints; asserts nothing).
+
+    python benchmarks/step_cost.py --config configs/default.py --methods an,adagc --steps 50
+
+The step is compiled and warmed up first; then `--steps` steps run on one fixed random batch (no input pipeline),
+and the median of `--repeats` interleaved timings is printed with its ratio to the first method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from adagc_jax import config_utils, input_pipeline, methods, optim, parallel, train, train_step  # noqa: E402
+
+
+def build_runner(config, name: str, steps: int):
+    """Compiles `name`'s step and returns run() -> seconds for `steps` steps."""
+    with config.unlocked():
+        config.method = name
+    method = methods.get_method(name)
+    mesh = parallel.make_mesh(None if int(config.num_devices) <= 0 else int(config.num_devices))
+    size, bands, num_classes = int(config.dataset.image_size), 3, 12
+    batch_size, num_train = int(config.batch_size), 4 * int(config.batch_size)
+    info = input_pipeline.DatasetInfo("bench", num_classes, tuple(str(i) for i in range(num_classes)),
+                                      {"train": num_train}, (size, size, bands), np.zeros(bands, np.float32),
+                                      np.ones(bands, np.float32))
+    model = train.model_from_config(config, num_classes)
+    tx, _ = optim.make_optimizer(config.optimizer, 10, 10)
+    rng = np.random.default_rng(0)
+    observed = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, num_train)]
+    state = train.create_state(config, model, method, tx, None, info, observed, mesh)
+    step = train_step.make_train_step(config, model, method, tx, mesh)
+    labels = np.maximum(observed[:batch_size], (rng.random((batch_size, num_classes)) < 0.3).astype(np.float32))
+    batch = parallel.shard_batch({"image": rng.normal(size=(batch_size, size, size, bands)).astype(np.float32),
+                                  "observed": observed[:batch_size], "labels": labels,
+                                  "id": np.arange(batch_size, dtype=np.int32)}, mesh)
+    knobs = parallel.replicate({"epoch": jnp.float32(5), "gc_weight": jnp.float32(1.0),
+                                **{k: jnp.float32(v) for k, v in method.knobs(config, 5).items()}}, mesh)
+    sums = parallel.replicate(train_step.init_sums(method.aux_keys), mesh)
+    for _ in range(3):  # compile + warm up
+        state, sums = step(state, sums, batch, knobs)
+    jax.block_until_ready(state)
+    carry = {"state": state, "sums": sums}
+
+    def run() -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            carry["state"], carry["sums"] = step(carry["state"], carry["sums"], batch, knobs)
+        jax.block_until_ready(carry["state"])
+        return time.perf_counter() - start
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/default.py")
+    parser.add_argument("--methods", default="an,adagc")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    config = config_utils.load_config_file(args.config)
+    names = args.methods.split(",")
+    print(f"{args.config}: model {config.model.name} {tuple(config.model.widths)}, batch {config.batch_size}, "
+          f"{config.dataset.image_size} px, devices {jax.devices()}")
+    runners = {name: build_runner(config, name, args.steps) for name in names}
+    timings = {name: [] for name in names}
+    for _ in range(args.repeats):  # interleaved, so a change in machine load hits every method alike
+        for name in names:
+            timings[name].append(runners[name]())
+    rates = {name: args.steps * int(config.batch_size) / float(np.median(t)) for name, t in timings.items()}
+    for name in names:
+        print(f"{name:>8s}: {rates[name]:8.1f} images/s   step cost x{rates[names[0]] / rates[name]:.2f} of "
+              f"{names[0]}")
+
+
+if __name__ == "__main__":
+    main()
