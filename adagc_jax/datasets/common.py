@@ -361,3 +361,16 @@ def round_to_dtype(values: np.ndarray, dtype) -> np.ndarray:
     """Round half-to-even and clip into an integer dtype's range."""
     info = np.iinfo(dtype)
     return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+
+
+def rgb_scene_features(image_size: int, encoding_format: str, class_names, scene_names):
+    """The example features of the RGB scene datasets (AID-multilabel, UCM multi-label): the image at its original
+    size, the multi-hot labels, the dominant label, the scene class kept per image, the file stem and the id."""
+    return tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(image_size, image_size, 3), encoding_format=encoding_format),
+        "labels": tfds.features.Tensor(shape=(len(class_names),), dtype=np.uint8),
+        "dominant_label": tfds.features.ClassLabel(names=class_names),
+        "scene": tfds.features.ClassLabel(names=scene_names),
+        "name": tfds.features.Text(),
+        "id": tfds.features.Scalar(dtype=np.int64),
+    })

@@ -133,15 +133,7 @@ manual_dir), so that it holds:
         return tfds.core.DatasetInfo(
             builder=self,
             description=_DESCRIPTION,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-                                             encoding_format="png"),
-                "labels": tfds.features.Tensor(shape=(len(CLASS_NAMES),), dtype=np.uint8),
-                "dominant_label": tfds.features.ClassLabel(names=CLASS_NAMES),
-                "scene": tfds.features.ClassLabel(names=SCENE_NAMES),
-                "name": tfds.features.Text(),
-                "id": tfds.features.Scalar(dtype=np.int64),
-            }),
+            features=common.rgb_scene_features(IMAGE_SIZE, "png", CLASS_NAMES, SCENE_NAMES),
             supervised_keys=("image", "labels"),
             homepage="https://bigearth.net",
             citation=_CITATION,
