@@ -6,8 +6,9 @@ r"""Default config: the built-in synthetic_scenes dataset, random single positiv
 Variants through the config argument (comma-separated key=value): method, noise, seed, epochs, e.g.
 `configs/default.py:method=an,noise=dominant,seed=1`. Any key can also be set with --config.<key>=<value>.
 
-Expected: about 5 minutes on 2 CPU cores (30 epochs of 37 steps at batch 64, evaluation every epoch).
-Measured results are in README.md ("Results").
+Expected: 4-7 minutes on 2 CPU cores (30 epochs of 37 steps at batch 64, evaluation every epoch). Measured test
+mAP (teacher), seeds 0 / 1: method=an 71.0 / 72.4, method=full 89.3 / 89.1, method=adagc 69.8 (seed 0);
+README.md ("Results").
 """
 
 import ml_collections
