@@ -11,7 +11,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _series(history, key):
-    points = [(h["epoch"], h[key]) for h in history if h.get(key) is not None]
+    """(epochs, values) of the records that have `key`; a None value (e.g. a precision without any prediction)
+    becomes NaN, a gap in the line rather than a straight segment across the epochs without a value."""
+    points = [(h["epoch"], float("nan") if h[key] is None else h[key]) for h in history if key in h]
+    if all(v != v for _, v in points):  # nothing to draw
+        return [], []
     return [p[0] for p in points], [p[1] for p in points]
 
 
