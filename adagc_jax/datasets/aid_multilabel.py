@@ -320,22 +320,7 @@ For the `arena` config, copy the three split files of the aitlas-arena repositor
 
     def _generate_examples(self, records, skip_log: common.SkipLog):
         """Yields the examples of one split; `id` counts only the examples actually written."""
-        next_id = 0
-        for record in records:
-            try:
-                encoded = _read_checked_jpeg(record["path"])
-            except common.CorruptFileError as err:
-                skip_log.handle(err)
-                continue
-            yield record["name"], {
-                "image": encoded,
-                "labels": record["labels"],
-                "dominant_label": record["dominant_label"],
-                "scene": record["scene"],
-                "name": record["name"],
-                "id": next_id,
-            }
-            next_id += 1
+        yield from common.scene_examples(records, _read_checked_jpeg, skip_log)
 
 
 def _read_checked_jpeg(path: Path) -> bytes:

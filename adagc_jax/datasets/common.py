@@ -374,3 +374,25 @@ def rgb_scene_features(image_size: int, encoding_format: str, class_names, scene
         "name": tfds.features.Text(),
         "id": tfds.features.Scalar(dtype=np.int64),
     })
+
+
+def scene_examples(records, read_image, skip_log: "SkipLog"):
+    """(key, example) pairs of one split of an RGB scene dataset. `read_image(path)` returns the image (bytes or
+    array) or raises CorruptFileError, which `skip_log` stops on or records; `id` counts only the examples actually
+    written, so the ids of a split are exactly 0..N-1 (the input pipeline indexes per-sample state by them)."""
+    next_id = 0
+    for record in records:
+        try:
+            image = read_image(record["path"])
+        except CorruptFileError as err:
+            skip_log.handle(err)
+            continue
+        yield record["name"], {
+            "image": image,
+            "labels": record["labels"],
+            "dominant_label": record["dominant_label"],
+            "scene": record["scene"],
+            "name": record["name"],
+            "id": next_id,
+        }
+        next_id += 1

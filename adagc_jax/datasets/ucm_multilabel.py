@@ -210,22 +210,7 @@ manual_dir), so that it holds:
 
     def _generate_examples(self, records, skip_log: common.SkipLog):
         """Yields the examples of one split; `id` counts only the examples actually written."""
-        next_id = 0
-        for record in records:
-            try:
-                image = _read_checked_tiff(record["path"])
-            except common.CorruptFileError as err:
-                skip_log.handle(err)
-                continue
-            yield record["name"], {
-                "image": image,
-                "labels": record["labels"],
-                "dominant_label": record["dominant_label"],
-                "scene": record["scene"],
-                "name": record["name"],
-                "id": next_id,
-            }
-            next_id += 1
+        yield from common.scene_examples(records, _read_checked_tiff, skip_log)
 
 
 def _read_checked_tiff(path: Path) -> np.ndarray:
