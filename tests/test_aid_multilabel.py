@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
+import builder_helpers
 from adagc_jax.datasets import aid_multilabel, common, make_dummy_data
 
 DUMMY = Path(aid_multilabel.__file__).parent / "dummy_data" / "aid_multilabel"
@@ -45,24 +46,7 @@ def multi_hot(names):
     return vector
 
 
-def prepare(data_dir, manual_dir, config=None):
-    builder = tfds.builder("aid_multilabel", config=config, data_dir=str(data_dir))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-    return builder
-
-
-def read_split(builder, split):
-    examples = list(tfds.as_numpy(builder.as_dataset(split=split)))
-    for example in examples:
-        example["name"] = example["name"].decode()
-    return sorted(examples, key=lambda e: e["id"])
-
-
-def copy_dummy(tmp_path):
-    target = tmp_path / "manual"
-    shutil.copytree(DUMMY, target)
-    return target
+prepare, read_split, copy_dummy = builder_helpers.for_builder("aid_multilabel", DUMMY)
 
 
 def assert_nothing_prepared(data_dir, config=None):

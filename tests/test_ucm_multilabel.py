@@ -16,6 +16,7 @@ import tensorflow_datasets as tfds
 import tifffile
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
+import builder_helpers
 from adagc_jax.datasets import common, make_dummy_data, ucm_multilabel
 
 DUMMY = Path(ucm_multilabel.__file__).parent / "dummy_data" / "ucm_multilabel"
@@ -52,24 +53,7 @@ def scene_of(name):
     return name.rstrip("0123456789")
 
 
-def prepare(data_dir, manual_dir, config=None):
-    builder = tfds.builder("ucm_multilabel", config=config, data_dir=str(data_dir))
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
-    return builder
-
-
-def read_split(builder, split):
-    examples = list(tfds.as_numpy(builder.as_dataset(split=split)))
-    for example in examples:
-        example["name"] = example["name"].decode()
-    return sorted(examples, key=lambda e: e["id"])
-
-
-def copy_dummy(tmp_path):
-    target = tmp_path / "manual"
-    shutil.copytree(DUMMY, target)
-    return target
+prepare, read_split, copy_dummy = builder_helpers.for_builder("ucm_multilabel", DUMMY)
 
 
 def assert_nothing_prepared(data_dir, config=None):
