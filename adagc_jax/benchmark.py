@@ -60,11 +60,16 @@ def _flatten(tree, prefix=""):
     return out
 
 
+# Keys that change how a run is logged, checkpointed or diagnosed, never the trained model or its final metrics.
+RESULT_NEUTRAL_KEYS = ("log.", "checkpoint.", "eval.test_every_epoch", "eval.train_diagnostics")
+
+
 def _check_finished_run(path: str, saved: dict, current: dict) -> None:
     """A finished run is reused only if its config agrees on every key both configs have (keys that only one
-    has come from another code version and are ignored)."""
+    has come from another code version and are ignored, and so are RESULT_NEUTRAL_KEYS)."""
     saved, current = _flatten(saved), _flatten(current)
-    differ = sorted(k for k in saved.keys() & current.keys() if saved[k] != current[k])
+    differ = sorted(k for k in saved.keys() & current.keys()
+                    if saved[k] != current[k] and not k.startswith(RESULT_NEUTRAL_KEYS))
     if differ:
         details = ", ".join(f"{k}: {saved[k]!r} there, {current[k]!r} now" for k in differ[:5])
         raise config_utils.ConfigError(

@@ -9,9 +9,14 @@ BatchNorm normalises with the batch statistics in training and with the running 
 depends on its own image only and eval mutates nothing.
 
 Shared choices:
-- The classification head (kernel and bias) is zero-initialised: every initial logit is exactly 0, so every initial
-  probability is exactly 0.5. METHOD.md section 6 relies on this: the `observed_fit` trigger signal starts at 0.5 and
-  first falls to the level the single positives support, then plateaus.
+- The classification head has a zero bias and a kernel drawn from N(0, head_init_std^2), default std 0.01: every
+  initial logit is close to 0 (probabilities 0.5 to about +-0.02), which METHOD.md section 6 relies on (the
+  `observed_fit` trigger signal starts at 0.5, falls to the level the single positives support, then plateaus).
+  The kernel is NOT exactly zero (head_init_std=0 gives that): with a zero kernel the gradient reaching every
+  feature is W^T dL/dlogits = 0, so the convolutions do not learn until the head has grown on random features.
+  Full labels escape that saddle at once, but single positives give the head so weak a signal that
+  assume-negative training stalled at the label prior for 5-7 epochs on synthetic_scenes (and reached 71 instead
+  of 74 test mAP); docs/memorization.md has the numbers.
 - BatchNorm momentum 0.9 and epsilon 1e-5: flax's `running = momentum * running + (1 - momentum) * batch`, i.e. the
   same update as PyTorch's BatchNorm default (its momentum=0.1 weighs the NEW batch). Flax keeps the biased batch
   variance in the running average (PyTorch the unbiased one); the difference is negligible at training batch sizes.
@@ -38,6 +43,8 @@ BN_EPSILON = 1e-5
 # 'small' = one 3x3/1 conv, no pool (for ~48 px inputs, where /4 at the start would leave too few pixels).
 RESNET_STEMS = ("imagenet", "small")
 
+HEAD_INIT_STD = 0.01  # std of the head kernel at initialisation (module docstring)
+
 
 def _batch_norm(train: bool, dtype: Any, name: str | None = None, zero_scale: bool = False) -> nn.BatchNorm:
     """BatchNorm with the project's momentum/epsilon; batch statistics in training, running averages in eval."""
@@ -51,34 +58,35 @@ def _batch_norm(train: bool, dtype: Any, name: str | None = None, zero_scale: bo
     )
 
 
-def _zero_head(num_classes: int) -> nn.Dense:
-    """The float32 classification head, zero-initialised so every initial logit is exactly 0 (METHOD.md section 6)."""
+def _head(num_classes: int, kernel_std: float) -> nn.Dense:
+    """The float32 classification head: zero bias, kernel ~ N(0, kernel_std^2) (all zeros when kernel_std is 0)."""
     return nn.Dense(
         num_classes,
         dtype=jnp.float32,
-        kernel_init=nn.initializers.zeros,
+        kernel_init=nn.initializers.normal(kernel_std) if kernel_std > 0 else nn.initializers.zeros,
         bias_init=nn.initializers.zeros,
         name="head",
     )
 
 
-def _pool_and_classify(x: jax.Array, num_classes: int) -> jax.Array:
-    """Global average pool (in float32) then the zero-initialised head: (B, H, W, F) -> (B, num_classes) float32."""
+def _pool_and_classify(x: jax.Array, num_classes: int, head_init_std: float) -> jax.Array:
+    """Global average pool (in float32) then the head: (B, H, W, F) -> (B, num_classes) float32."""
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    return _zero_head(num_classes)(features)
+    return _head(num_classes, head_init_std)(features)
 
 
 class SmallCNN(nn.Module):
     """A CNN sized for 2 CPU cores.
 
     Each stage: `convs_per_stage` x [3x3 conv (no bias; BatchNorm's shift replaces it) -> BatchNorm -> ReLU], then a
-    2x2/2 max-pool; after the last stage a global average pool and the zero-initialised Dense head. `widths` gives
+    2x2/2 max-pool; after the last stage a global average pool and the Dense head (near-zero init). `widths` gives
     the number of filters per stage, any number of stages (e.g. (32, 64, 128) to study memorisation).
     """
 
     num_classes: int
     widths: Sequence[int] = (16, 32, 64)
     convs_per_stage: int = 1
+    head_init_std: float = HEAD_INIT_STD
     dtype: Any = jnp.float32
 
     def __post_init__(self):
@@ -101,7 +109,7 @@ class SmallCNN(nn.Module):
             # SAME padding: an odd side keeps its last row/column instead of silently dropping it, and a side that
             # is already 1 stays 1 instead of shrinking to 0 when there are more stages than halvings.
             x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
-        return _pool_and_classify(x, self.num_classes)
+        return _pool_and_classify(x, self.num_classes, self.head_init_std)
 
 
 class BasicBlock(nn.Module):
@@ -179,6 +187,7 @@ class _ResNet(nn.Module):
     num_classes: int
     stem: str = "imagenet"
     zero_init_residual: bool = True
+    head_init_std: float = HEAD_INIT_STD
     dtype: Any = jnp.float32
 
     # Architecture constants of each subclass (ClassVar: not constructor options).
@@ -214,7 +223,7 @@ class _ResNet(nn.Module):
                     dtype=self.dtype,
                     name=f"stage{stage}_block{block}",
                 )(x, train)
-        return _pool_and_classify(x, self.num_classes)
+        return _pool_and_classify(x, self.num_classes, self.head_init_std)
 
 
 class ResNet18(_ResNet):

@@ -79,7 +79,7 @@ class Harness:
         self.images, self.observed, self.labels = _data()
         state = train.create_state(self.config, self.model, self.method, tx, self.method_tx, info, self.observed,
                                    self.mesh, label_cardinality=CARDINALITY)
-        # The head is zero-initialised: perturb every parameter so the logits are not all 0 (LL would see ties).
+        # The head starts near zero: perturb every parameter so the logits are well apart (LL would see near-ties).
         noise = np.random.default_rng(1)
         params = jax.tree.map(lambda p: np.asarray(p) + 0.5 * noise.normal(size=p.shape).astype(np.float32),
                               jax.device_get(state.params))
@@ -320,3 +320,18 @@ def test_benchmark_runner_writes_tables(data_dir, tmp_path):
     mtime = os.path.getmtime(workdir / "an" / "seed_0" / "results.json")
     assert [r["method"] for r in benchmark.run(config, str(workdir))] == ["an", "em_apl"]
     assert os.path.getmtime(workdir / "an" / "seed_0" / "results.json") == mtime
+
+
+def test_benchmark_reuses_finished_runs_only_when_the_model_would_be_the_same():
+    from adagc_jax import benchmark
+
+    saved = {"method": "an", "optimizer": {"learning_rate": 1e-3}, "checkpoint": {"every_epochs": 1000},
+             "log": {"progress_bar": False}, "eval": {"test_every_epoch": False, "train_diagnostics": False,
+                                                      "empty_class_ap": "skip"}}
+    current = {"method": "an", "optimizer": {"learning_rate": 1e-3}, "checkpoint": {"every_epochs": 1},
+               "log": {"progress_bar": True}, "eval": {"test_every_epoch": True, "train_diagnostics": True,
+                                                       "empty_class_ap": "skip"}}
+    benchmark._check_finished_run("run", saved, current)  # logging/checkpointing/diagnostics only: reused
+    for key, value in (("optimizer", {"learning_rate": 3e-3}), ("eval", {**current["eval"], "empty_class_ap": "zero"})):
+        with pytest.raises(config_utils.ConfigError, match=key):
+            benchmark._check_finished_run("run", saved, {**current, key: value})

@@ -10,7 +10,7 @@ import pytest
 
 from adagc_jax.trigger import TRIGGER_RULES, AdaptiveTrigger, least_squares_slope
 
-# Observed-positive fit from a zero-initialised head: falls from 0.5, plateaus
+# Observed-positive fit from a near-zero head: falls from 0.5, plateaus
 # (end of early learning), then rises (memorisation).
 FALL_PLATEAU_RISE = [0.5, 0.4, 0.3, 0.25, 0.24, 0.24, 0.24, 0.3, 0.4, 0.5]
 
