@@ -1,0 +1,60 @@
+"""Tests of the result-reading scripts in benchmarks/ (they read results.json files; no training here)."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_run(root, variant, seed, method, val, test_final, fired, student=None):
+    run = root / variant / f"seed_{seed}"
+    run.mkdir(parents=True)
+    results = {
+        "config": {"method": method, "noise": "random", "seed": seed},
+        "test": {"mAP": test_final, "student": {"mAP": student if student is not None else test_final}},
+        "val": {"mAP": val[-1]},
+        "trigger": {"fired_epoch": fired},
+        "history": [{"epoch": e, "val_mAP": v, "test_mAP": v - 0.01} for e, v in enumerate(val, 1)],
+    }
+    (run / "results.json").write_text(json.dumps(results))
+
+
+def test_memorization_report_tables(tmp_path, capsys):
+    report = _load("memorization_report")
+    # an peaks at epoch 3 (0.80) and declines; adagc's trigger fires at epoch 2 (an's val there: 0.78).
+    _write_run(tmp_path, "an", 0, "an", [0.5, 0.78, 0.80, 0.70], 0.68, None)
+    _write_run(tmp_path, "adagc", 0, "adagc", [0.5, 0.77, 0.79, 0.80], 0.78, 2, student=0.775)
+    _write_run(tmp_path, "an", 1, "an", [0.6, 0.82, 0.81, 0.72], 0.70, None)
+    _write_run(tmp_path, "adagc", 1, "adagc", [0.6, 0.80, 0.81, 0.81], 0.76, 3)
+    _write_run(tmp_path, "adagc_never", 0, "adagc", [0.5, 0.77, 0.78, 0.75], 0.73, None)
+
+    runs = report.load_runs(str(tmp_path))
+    assert sorted(runs) == ["adagc", "adagc_never", "an"] and sorted(runs["an"]) == [0, 1]
+
+    table = report.adagc_vs_an(runs).splitlines()
+    assert table[2] == "| 0 | 80.0 (3) | 70.0 | 68.0 | 78.0 (77.5) | +10.0 | 2 | 78.0 (2.0) |"
+    assert table[3] == "| 1 | 82.0 (2) | 72.0 | 70.0 | 76.0 (76.0) | +6.0 | 3 | 81.0 (1.0) |"
+    # mean +- sample std over the two seeds
+    assert table[4].startswith("| mean ± std | | | 69.0 ± 1.4 | 77.0 ± 1.4 | 8.0 ± 2.8 |")
+
+    variants = report.variants(runs)
+    assert "| adagc_never | 0 | 73.0 | 75.0 | - | 5.0 |" in variants
+
+    report.plot(runs, str(tmp_path / "curves.png"), "test")
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_memorization_report_without_runs_says_what_it_expects(tmp_path):
+    report = _load("memorization_report")
+    with pytest.raises(SystemExit, match="seed_"):
+        report.load_runs(str(tmp_path))
