@@ -63,6 +63,19 @@ def _resolve(config, dotted: str):
     return True
 
 
+def set_keys(config, values: dict) -> None:
+    """Sets dotted keys ('optimizer.learning_rate' -> value) in place, as --config.<key>=<value> would; an unknown
+    key is a ConfigError that lists the valid ones."""
+    for dotted, value in values.items():
+        if not _resolve(config, dotted):
+            raise ConfigError(unknown_key_message(config, dotted))
+        *parents, leaf = dotted.split(".")
+        node = config
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+
+
 def unknown_key_message(config, key: str) -> str:
     valid = flat_keys(config)
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)

@@ -40,13 +40,7 @@ def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=N
     ax_map.set_ylabel("mAP")
     ax_map.legend()
     ax_map.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_diagnostics(history: list[dict], path: str, title: str = "", fired_epoch=None,
@@ -84,6 +78,11 @@ def plot_diagnostics(history: list[dict], path: str, title: str = "", fired_epoc
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+    return _save(fig, path, title)
+
+
+def _save(fig, path: str, title: str | None) -> str:
+    """Title, layout, write the PNG (creating its folder) and free the figure; returns path."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -57,24 +57,9 @@ SPLITS = ("official", "arena")
 
 
 def get_config(arg=None):
-    args = config_utils.parse_arg(arg)
-    config_utils.check_arg_keys(args, ARGS, __file__)
-    if args.get("cpu", 0) not in (0, 1):
-        raise config_utils.ConfigError(f"{__file__}: cpu must be 0 or 1, got {args['cpu']!r}")
-    cpu = bool(args.get("cpu", 0))
+    args, cpu, c = default.real_data_config(arg, ARGS, __file__, "aid_multilabel")
     split = args.get("split", "official")
     config_utils.choice(split, SPLITS, "split")
-
-    # Same key tree as configs/default.py: start from it and edit (only dataset.builder_config's fields are
-    # builder-specific: they are the aid_multilabel builder's make_config arguments).
-    c = default.get_config()
-    c.unlock()
-    c.method = args.get("method", "adagc")
-    c.noise = args.get("noise", "random")
-    c.seed = args.get("seed", 0)
-
-    c.dataset.name = "aid_multilabel"
-    c.dataset.config_name = ""
     c.dataset.builder_config = ml_collections.ConfigDict({
         "split": split,
         "seed": 0,  # seed of the validation hold-out ('official' only); fixed: the data do not follow the run seed
@@ -86,15 +71,6 @@ def get_config(arg=None):
     c.dataset.cache = True
     c.dataset.shuffle_buffer = 20_000
 
-    c.model.name = "small_cnn" if cpu else "resnet50"
-    c.model.widths = (16, 32, 64)  # small_cnn only
-    c.model.convs_per_stage = 1  # small_cnn only
-    c.model.dtype = "float32" if cpu else "bfloat16"
-
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.schedule = "cosine"
     c.optimizer.warmup_epochs = 1.0 if cpu else 2.0
 
     c.num_epochs = args.get("epochs", 5 if cpu else 100)

@@ -108,3 +108,38 @@ def get_config(arg=None, defaults=None, config_file=__file__):
 
     c.lock()
     return c
+
+
+def real_data_config(arg, arg_names, config_file, dataset_name):
+    """The shared start of the real-dataset configs (configs/aid_multilabel.py, configs/reben.py).
+
+    Returns (args, cpu, c): the parsed config argument, its `cpu` flag (0 or 1), and this file's config, unlocked,
+    with method (default adagc), noise and seed from args, dataset.name set, and the model and optimizer of the
+    two variants: cpu=1 a float32 small CNN, otherwise a bfloat16 ResNet-50; Adam 1e-3 cosine either way.
+    """
+    args = config_utils.parse_arg(arg)
+    config_utils.check_arg_keys(args, arg_names, config_file)
+    if args.get("cpu", 0) not in (0, 1):
+        raise config_utils.ConfigError(f"{config_file}: cpu must be 0 or 1, got {args['cpu']!r}")
+    cpu = bool(args.get("cpu", 0))
+
+    # Same key tree as this file's config: start from it and edit (only dataset.builder_config's fields are
+    # builder-specific: they are the builder's make_config arguments).
+    c = get_config()
+    c.unlock()
+    c.method = args.get("method", "adagc")
+    c.noise = args.get("noise", "random")
+    c.seed = args.get("seed", 0)
+    c.dataset.name = dataset_name
+    c.dataset.config_name = ""
+
+    c.model.name = "small_cnn" if cpu else "resnet50"
+    c.model.widths = (16, 32, 64)  # small_cnn only
+    c.model.convs_per_stage = 1  # small_cnn only
+    c.model.dtype = "float32" if cpu else "bfloat16"
+
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.schedule = "cosine"
+    return args, cpu, c

@@ -54,22 +54,7 @@ ARGS = ("method", "noise", "seed", "epochs", "subset", "cpu")
 
 
 def get_config(arg=None):
-    args = config_utils.parse_arg(arg)
-    config_utils.check_arg_keys(args, ARGS, __file__)
-    if args.get("cpu", 0) not in (0, 1):
-        raise config_utils.ConfigError(f"{__file__}: cpu must be 0 or 1, got {args['cpu']!r}")
-    cpu = bool(args.get("cpu", 0))
-
-    # Same key tree as configs/default.py: start from it and edit (only dataset.builder_config's fields are
-    # builder-specific: they are the reben builder's make_config arguments).
-    c = default.get_config()
-    c.unlock()
-    c.method = args.get("method", "adagc")
-    c.noise = args.get("noise", "random")
-    c.seed = args.get("seed", 0)
-
-    c.dataset.name = "reben"
-    c.dataset.config_name = ""
+    args, cpu, c = default.real_data_config(arg, ARGS, __file__, "reben")
     c.dataset.builder_config = ml_collections.ConfigDict({
         "bands": "all",  # 'all' (12 bands, B01..B12) | 'rgb' (B04, B03, B02)
         "subset": float(args.get("subset", 0.01 if cpu else 1.0)),  # fraction of each split kept (seeded)
@@ -81,15 +66,6 @@ def get_config(arg=None):
     c.dataset.cache = cpu  # the full decoded train split does not fit in memory
     c.dataset.shuffle_buffer = 20_000
 
-    c.model.name = "small_cnn" if cpu else "resnet50"
-    c.model.widths = (16, 32, 64)  # small_cnn only
-    c.model.convs_per_stage = 1  # small_cnn only
-    c.model.dtype = "float32" if cpu else "bfloat16"
-
-    c.optimizer.name = "adam"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.schedule = "cosine"
     c.optimizer.warmup_epochs = 1.0
 
     c.num_epochs = args.get("epochs", 5 if cpu else 20)

@@ -25,18 +25,14 @@ TINY_OVERRIDES = {
 
 def tiny_config(data_dir, **overrides):
     """configs/default.py shrunk to TINY_OVERRIDES (+ overrides, dotted keys with '__' for '.')."""
+    from adagc_jax import config_utils
     from configs import default
 
     config = default.get_config()
     values = dict(TINY_OVERRIDES)
     values.update({k.replace("__", "."): v for k, v in overrides.items()})
     values["dataset.data_dir"] = str(data_dir)
-    for dotted, value in values.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    config_utils.set_keys(config, values)
     return config
 
 

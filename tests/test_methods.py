@@ -27,12 +27,7 @@ def _config(method, **overrides):
     config.optimizer.schedule = "constant"
     config.optimizer.warmup_epochs = 0.0
     config.num_epochs = 4
-    for dotted, value in overrides.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    config_utils.set_keys(config, overrides)
     return config
 
 
@@ -286,14 +281,9 @@ def test_benchmark_runner_writes_tables(data_dir, tmp_path):
     from configs import benchmark as benchmark_config
 
     config = benchmark_config.get_config("dataset=synthetic_scenes,noise=random,seeds=1,methods=an+em_apl,epochs=2")
-    for dotted, value in {**TINY_OVERRIDES, "dataset.data_dir": str(data_dir), "losses.em_apl.warmup": 1,
-                          "num_epochs": 2, "eval.train_diagnostics": False,
-                          "eval.test_every_epoch": False}.items():
-        node = config
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+    config_utils.set_keys(config, {**TINY_OVERRIDES, "dataset.data_dir": str(data_dir), "losses.em_apl.warmup": 1,
+                                   "num_epochs": 2, "eval.train_diagnostics": False,
+                                   "eval.test_every_epoch": False})
     workdir = tmp_path / "bench"
     rows = benchmark.run(config, str(workdir))
     assert [r["method"] for r in rows] == ["an", "em_apl"]

@@ -1,5 +1,5 @@
-"""Tests of adagc_jax/models.py: shapes and dtypes, initial probabilities 0.5, the zero-head saddle, BatchNorm train/eval semantics,
-torchvision parameter counts, zero-init residual blocks, the registry, bfloat16 compute.
+"""Tests of adagc_jax/models.py: shapes and dtypes, initial probabilities 0.5, the zero-head saddle, BatchNorm
+train/eval semantics, torchvision parameter counts, zero-init residual blocks, the registry, bfloat16 compute.
 
 Kept fast on 2 CPU cores: small inputs (8-32 px, batch 2), jax.eval_shape where only shapes matter, each real
 model initialised once (module fixtures), and 'rbg' PRNG keys for initialisation: with JAX's default partitionable

@@ -154,3 +154,14 @@ def test_batch_larger_than_train_split_is_a_clear_error(reben_cpu, tmp_path):
     with pytest.raises(config_utils.ConfigError, match=r"batch_size=4 is larger than the train split of "
                                                         r"reben/all/1.0.0 \(2 images\).*--config.batch_size=2"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_set_keys_sets_dotted_keys_and_names_unknown_ones():
+    from adagc_jax import config_utils
+    from configs import default
+
+    config = default.get_config()
+    config_utils.set_keys(config, {"optimizer.learning_rate": 3e-4, "num_epochs": 7})
+    assert config.optimizer.learning_rate == 3e-4 and config.num_epochs == 7
+    with pytest.raises(config_utils.ConfigError, match="optimizer.learning_rate"):
+        config_utils.set_keys(config, {"optimizer.learning_rat": 1.0})
