@@ -10,9 +10,7 @@ import re
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the valid choices."""
+from adagc_jax.errors import ConfigError
 
 
 def parse_arg(arg: str | None) -> dict:

@@ -34,8 +34,7 @@ GENERATED_DATASETS = ("synthetic_scenes",)
 SPLITS = ("train", "validation", "test")
 
 
-class DatasetError(RuntimeError):
-    """A dataset that cannot be found, prepared or read; the message says what to do."""
+from adagc_jax.errors import DatasetError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,8 +17,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 DATA_AXIS = "data"
 
 
-class DeviceConfigError(ValueError):
-    """A batch size that the devices or processes cannot split evenly."""
+from adagc_jax.errors import DeviceError as DeviceConfigError
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

@@ -25,8 +25,7 @@ TRIGGER_SIGNALS = ("observed_fit", "train_loss", "unobserved_mass")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the run stopped and kept its last good checkpoint."""
+from adagc_jax.errors import NonFiniteLossError
 
 
 def validate_config(config) -> None:
