@@ -1,28 +1,26 @@
-"""What launch.py runs: flag parsing that reports unknown config keys clearly, and friendly top-level errors."""
+"""What launch.py runs: flag parsing that reports unknown config keys clearly, and the one error path: a user error
+(adagc_jax.errors) is printed as one paragraph with its exit code, without a traceback unless --debug or
+ADAGC_DEBUG=1 asks for it; anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import traceback
 
 from absl import flags
 
-from adagc_jax import config_utils, input_pipeline, parallel
-
-# Errors whose message says everything the user needs: printed without a traceback.
-_USER_ERRORS = {
-    config_utils.ConfigError: ("config error", 2),
-    parallel.DeviceConfigError: ("device error", 2),
-    input_pipeline.DatasetError: ("dataset error", 3),
-}
+from adagc_jax import config_utils
+from adagc_jax.errors import Interrupted, UserError
 
 
 def parse_flags(argv):
     """absl's parser, preceded by a check of every --config.<key> against the config file's keys."""
     try:
         config_utils.check_overrides(argv[1:])
-    except config_utils.ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except UserError as e:
+        sys.exit(report(e, debug=_debug_requested(argv)))
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -31,9 +29,24 @@ def parse_flags(argv):
         sys.exit(2)
 
 
-def run(config, workdir: str, multihost: bool = False) -> int:
-    """Trains and evaluates (one run, or the benchmark's runs when the config has a `benchmark` block); returns the
-    process exit code."""
+def _debug_requested(argv) -> bool:
+    return "--debug" in argv or os.environ.get("ADAGC_DEBUG", "") not in ("", "0")
+
+
+def report(error: UserError, debug: bool = False) -> int:
+    """Prints a user error (with its traceback when debugging) and returns its exit code."""
+    if debug:
+        traceback.print_exception(error)
+    print(f"\n{error.label}: {error}", file=sys.stderr)
+    return error.exit_code
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run(config, workdir: str, multihost: bool = False, debug: bool = False) -> int:
+    """Trains and evaluates one run (config.runner='train') or a sweep of runs ('sweep'); returns the exit code."""
     from absl import logging
 
     from adagc_jax import train  # after flag parsing: importing jax/TF is slow
@@ -41,26 +54,33 @@ def run(config, workdir: str, multihost: bool = False) -> int:
     # Orbax and TFDS log every save/read at INFO through absl, and TFDS repeats a deprecation WARNING of its own
     # internals for every feature; the run prints its own one line per epoch and raises real problems as errors.
     logging.set_verbosity(logging.ERROR)
-
-    if multihost:
-        import jax
-        jax.distributed.initialize()
-    errors = dict(_USER_ERRORS)
-    errors[train.NonFiniteLossError] = ("training stopped", 4)
+    # A scheduler's SIGTERM stops the run like Ctrl-C: the last checkpoint is kept and the message says so.
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    debug = debug or _debug_requested([])
     try:
-        if "benchmark" in config:  # configs/benchmark.py: every selected method and seed, then one table
-            from adagc_jax import benchmark
-            benchmark.run(config, workdir)
+        if multihost:
+            import jax
+
+            jax.distributed.initialize()
+        if config.runner == "sweep":  # configs/benchmark.py: every selected method and seed, then one table
+            from adagc_jax import sweep
+
+            sweep.run(config, workdir)
         else:
+            config_utils.lookup(("train", "sweep"), config.runner, "runner")
             train.train_and_evaluate(config, workdir)
-    except tuple(errors) as e:
-        label, code = next(v for k, v in errors.items() if isinstance(e, k))
-        print(f"\n{label}: {e}", file=sys.stderr)
-        return code
-    except ValueError as e:
-        # Unknown names raised by the library (methods, models, modes...) list the valid ones already.
-        if "valid" in str(e):
-            print(f"\nconfig error: {e}", file=sys.stderr)
-            return 2
-        raise
+    except KeyboardInterrupt:
+        return report(Interrupted(_interrupted_message(workdir)), debug)
+    except UserError as e:
+        return report(e, debug)
     return 0
+
+
+def _interrupted_message(workdir: str) -> str:
+    checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
+    epochs = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit()) if os.path.isdir(checkpoints) else []
+    if not epochs:
+        return (f"the run in {workdir} stopped before its first checkpoint; the same command starts it again "
+                "from the beginning.")
+    return (f"the run in {workdir} stopped; its last checkpoint is epoch {epochs[-1]} ({checkpoints}). Run the same "
+            "command again to resume from there (the resumed run finishes with the same results).")

@@ -13,32 +13,52 @@ import ml_collections
 from adagc_jax.errors import ConfigError
 
 
-def parse_arg(arg: str | None) -> dict:
-    """'method=an,noise=dominant,seeds=3' -> {'method': 'an', 'noise': 'dominant', 'seeds': 3}.
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+    """'method=an,seed=1' -> ConfigDict(method='an', seed=1, <other defaults>): the typed argument of a config file's
+    `get_config(arg)` (big_vision's configs/common.py style).
 
-    Values are Python literals where they parse as one (numbers, True/False, tuples), else strings.
+    The defaults define both the valid names and their types: a value is converted to its default's type (bool
+    accepts True/False/1/0), an unknown name or an unconvertible value is a ConfigError listing the valid ones.
     """
-    out = {}
-    if not arg:
-        return out
-    for item in arg.split(","):
+    args = ml_collections.ConfigDict(dict(defaults))
+    for item in (arg or "").split(","):
         item = item.strip()
         if not item:
             continue
         if "=" not in item:
             raise ConfigError(f"config argument {item!r} is not of the form key=value (in {arg!r})")
         key, value = (s.strip() for s in item.split("=", 1))
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+        if key not in defaults:
+            raise ConfigError(f"unknown config argument {key!r} in {arg!r}; valid arguments: "
+                              + ", ".join(f"{k} (default {v!r})" for k, v in defaults.items()))
+        args[key] = _convert(key, value, defaults[key])
+    return args
 
 
-def check_arg_keys(args: dict, valid: tuple, config_file: str) -> None:
-    unknown = sorted(set(args) - set(valid))
-    if unknown:
-        raise ConfigError(f"{config_file}: unknown config argument(s) {unknown}; valid arguments: {list(valid)}")
+def _convert(key: str, value: str, default):
+    kind = type(default)
+    try:
+        if kind is bool:
+            if value not in ("True", "False", "1", "0", "true", "false"):
+                raise ValueError(value)
+            return value in ("True", "1", "true")
+        if kind in (int, float):
+            return kind(ast.literal_eval(value))
+        return value
+    except (ValueError, SyntaxError, TypeError):
+        raise ConfigError(f"config argument {key}={value!r} is not a {kind.__name__} "
+                          f"(default {default!r})") from None
+
+
+def lookup(registry, name, key: str):
+    """registry[name], or a ConfigError naming the config key and listing the valid names (in registry order).
+
+    The one lookup by name of the project: methods, models, datasets, optimizers, schedules, GC modes, trigger
+    rules and signals, noise types.
+    """
+    if name not in registry:
+        raise ConfigError(f"{key}={name!r} is not valid; valid values: {list(registry)}")
+    return registry[name] if isinstance(registry, dict) else name
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -113,8 +133,3 @@ def check_overrides(argv: list[str]) -> None:
         m = _OVERRIDE.match(a)
         if m and not _resolve(config, m.group(1)):
             raise ConfigError(unknown_key_message(config, m.group(1)))
-
-
-def choice(config_value, valid, key: str):
-    if config_value not in valid:
-        raise ConfigError(f"{key}={config_value!r} is not valid; valid values: {list(valid)}")

@@ -182,15 +182,6 @@ ADAGC = Method(
     aux_keys=ADAGC_AUX_KEYS,
 )
 
-METHODS: dict[str, Method] = {m.name: m for m in (ADAGC, AN, FULL)}
-
-
-def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; valid methods: {sorted(METHODS)}")
-    return METHODS[name]
-
-
 def observed_rows(batch) -> jnp.ndarray:
     """(B,) 1.0 where the example has an observed positive (rows without positives carry no observed label)."""
     return (jnp.max(batch["observed"], axis=-1) > 0).astype(jnp.float32)
@@ -427,7 +418,5 @@ GR = Method(name="gr", description="generalized robust loss with scheduled soft 
                                    "re-weighting (Chen et al.)", loss=_gr_loss, knobs=_gr_knobs)
 
 BASELINES = (AN_LS, WAN, EPR, ROLE, EM, EM_APL, LL_R, LL_CT, LL_CP, HILL, SPLC, GR)
-METHODS.update({m.name: m for m in BASELINES})
-# The order of METHOD.md section 8 (used by the benchmark's tables).
-METHOD_ORDER = ("adagc", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp", "hill",
-                "splc", "gr", "full")
+# The one registry of methods, in the order of METHOD.md section 8 (the order of the benchmark's tables).
+METHODS = {m.name: m for m in (ADAGC, AN, *BASELINES, FULL)}

@@ -35,6 +35,9 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from adagc_jax import config_utils
+from adagc_jax.errors import ConfigError
+
 # PyTorch-equivalent BatchNorm settings (see the module docstring).
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -241,6 +244,9 @@ class ResNet50(_ResNet):
 
 
 MODELS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "resnet50": ResNet50}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# Keys of a config's model block that are not constructor options of the model.
+NON_MODEL_KEYS = ("name", "pretrained")
 
 
 def model_options(model_cls: type[nn.Module]) -> list[str]:
@@ -252,16 +258,25 @@ def model_options(model_cls: type[nn.Module]) -> list[str]:
 def get_model(name: str, num_classes: int, **kwargs) -> nn.Module:
     """The model registered under `name`, built with `num_classes` and its options `kwargs`.
 
-    Raises ValueError for an unknown name (listing MODELS) or an unknown option (listing the model's options).
+    Raises ConfigError for an unknown name (listing MODELS) or an unknown option (listing the model's options).
     """
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; valid models: {sorted(MODELS)}")
-    model_cls = MODELS[name]
+    model_cls = config_utils.lookup(MODELS, name, "model.name")
     valid = model_options(model_cls)
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for model {name!r}; valid options: {valid}")
+        raise ConfigError(f"model {name!r} takes no option(s) {unknown} (from the config's model block); "
+                          f"valid options: {valid}")
     return model_cls(num_classes=num_classes, **kwargs)
+
+
+def model_from_config(model_config, num_classes: int) -> nn.Module:
+    """The model of a config's `model` block: `name` picks it, every other key is one of its options."""
+    kwargs = {k: v for k, v in model_config.items() if k not in NON_MODEL_KEYS}
+    if "dtype" in kwargs:
+        kwargs["dtype"] = config_utils.lookup(DTYPES, kwargs["dtype"], "model.dtype")
+    if "widths" in kwargs:
+        kwargs["widths"] = tuple(kwargs["widths"])
+    return get_model(model_config.name, num_classes, **kwargs)
 
 
 def init_variables(model: nn.Module, rng: jax.Array, image_shape: Sequence[int]) -> dict:

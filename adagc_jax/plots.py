@@ -19,7 +19,14 @@ def _series(history, key):
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=None) -> str:
+def _fired_label(fired_epoch: int, gc_used: bool) -> str:
+    # For methods without GC the trigger only runs as a diagnostic: say when it WOULD have switched GC on.
+    if gc_used:
+        return f"GC on (after epoch {fired_epoch})"
+    return f"trigger would fire (after epoch {fired_epoch}; diagnostic, no GC)"
+
+
+def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=None, gc_used: bool = True) -> str:
     """Train loss (left) and validation / test mAP of the reported model (right) per epoch."""
     fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(*_series(history, "train_loss"), marker=".", label="train loss")
@@ -35,7 +42,7 @@ def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=N
     if fired_epoch is not None:
         for ax in (ax_loss, ax_map):
             ax.axvline(fired_epoch + 0.5, color="tab:red", linestyle="--", alpha=0.7,
-                       label=f"GC on (after epoch {fired_epoch})" if ax is ax_map else None)
+                       label=_fired_label(fired_epoch, gc_used) if ax is ax_map else None)
     ax_map.set_xlabel("epoch")
     ax_map.set_ylabel("mAP")
     ax_map.legend()
@@ -44,7 +51,7 @@ def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=N
 
 
 def plot_diagnostics(history: list[dict], path: str, title: str = "", fired_epoch=None,
-                     signal_name: str = "trigger signal") -> str:
+                     signal_name: str = "trigger signal", gc_used: bool = True) -> str:
     """What a user needs to judge the trigger: did GC switch on where memorisation began?
 
     Left: the trigger signal per epoch. Middle: label recovery on the TRAINING images against their hidden full
@@ -74,7 +81,7 @@ def plot_diagnostics(history: list[dict], path: str, title: str = "", fired_epoc
         ax.grid(alpha=0.3)
         if fired_epoch is not None:
             ax.axvline(fired_epoch + 0.5, color="tab:red", linestyle="--", alpha=0.7,
-                       label=f"GC on (after epoch {fired_epoch})")
+                       label=_fired_label(fired_epoch, gc_used))
     for ax in axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

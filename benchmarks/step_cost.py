@@ -16,36 +16,30 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adagc_jax import config_utils, input_pipeline, methods, optim, parallel, train, train_step  # noqa: E402
+from adagc_jax import config_utils, experiment, input_pipeline, parallel  # noqa: E402
 
 
 def build_runner(config, name: str, steps: int):
-    """Compiles `name`'s step and returns run() -> seconds for `steps` steps."""
+    """Compiles `name`'s step (experiment.build, as a run builds it) and returns run() -> seconds for `steps` steps."""
     with config.unlocked():
         config.method = name
-    method = methods.get_method(name)
-    mesh = parallel.make_mesh(None if int(config.num_devices) <= 0 else int(config.num_devices))
-    size, bands, num_classes = int(config.dataset.image_size), 3, 12
-    batch_size, num_train = int(config.batch_size), 4 * int(config.batch_size)
+    size, bands, num_classes = config.dataset.image_size, 3, 12
+    batch_size, num_train = config.batch_size, 4 * config.batch_size
     info = input_pipeline.DatasetInfo("bench", num_classes, tuple(str(i) for i in range(num_classes)),
                                       {"train": num_train}, (size, size, bands), np.zeros(bands, np.float32),
                                       np.ones(bands, np.float32))
-    model = train.model_from_config(config, num_classes)
-    tx, _ = optim.make_optimizer(config.optimizer, 10, 10)
+    exp = experiment.build(config, info, steps_per_epoch=10)
+    mesh, step = exp.mesh, exp.train_step
     rng = np.random.default_rng(0)
     observed = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, num_train)]
-    state = train.create_state(config, model, method, tx, None, info, observed, mesh)
-    step = train_step.make_train_step(config, model, method, tx, mesh)
+    state = exp.initial_state(observed)
     labels = np.maximum(observed[:batch_size], (rng.random((batch_size, num_classes)) < 0.3).astype(np.float32))
     batch = parallel.shard_batch({"image": rng.normal(size=(batch_size, size, size, bands)).astype(np.float32),
                                   "observed": observed[:batch_size], "labels": labels,
                                   "id": np.arange(batch_size, dtype=np.int32)}, mesh)
-    knobs = parallel.replicate({"epoch": jnp.float32(5), "gc_weight": jnp.float32(1.0),
-                                **{k: jnp.float32(v) for k, v in method.knobs(config, 5).items()}}, mesh)
-    sums = parallel.replicate(train_step.init_sums(method.aux_keys), mesh)
+    knobs, sums = exp.knobs(5, gc_weight=1.0), exp.init_sums()
     for _ in range(3):  # compile + warm up
         state, sums = step(state, sums, batch, knobs)
     jax.block_until_ready(state)

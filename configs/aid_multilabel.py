@@ -47,35 +47,25 @@ one-time decode and resize of the 3000 JPEGs in the first epoch.
 Expected result: not known; the paper's AID numbers are not in the specs.
 """
 
-import ml_collections
+from configs import common
 
-from adagc_jax import config_utils
-from configs import default
-
-ARGS = ("method", "noise", "seed", "epochs", "split", "cpu")
 SPLITS = ("official", "arena")
 
 
 def get_config(arg=None):
-    args, cpu, c = default.real_data_config(arg, ARGS, __file__, "aid_multilabel")
-    split = args.get("split", "official")
-    config_utils.choice(split, SPLITS, "split")
-    c.dataset.builder_config = ml_collections.ConfigDict({
-        "split": split,
+    args = common.parse_arg(arg, **common.REAL_DATA_ARGS, split="official")
+    if args.split not in SPLITS:
+        raise common.config_utils.ConfigError(f"split={args.split!r} is not valid; valid values: {list(SPLITS)}")
+    c = common.real_data_config(args, "aid_multilabel", image_size=64 if args.cpu else 224, builder_config={
+        "split": args.split,
         "seed": 0,  # seed of the validation hold-out ('official' only); fixed: the data do not follow the run seed
         "validation_fraction": 0.2,  # 'official' only
         "skip_corrupt": False,
     })
-    c.dataset.manual_dir = ""  # set --config.dataset.manual_dir=/path (folder holding images_tr/, images_test/)
-    c.dataset.image_size = 64 if cpu else 224
-    c.dataset.cache = True
-    c.dataset.shuffle_buffer = 20_000
-
-    c.optimizer.warmup_epochs = 1.0 if cpu else 2.0
-
-    c.num_epochs = args.get("epochs", 5 if cpu else 100)
-    c.batch_size = 3 if cpu else 32
-    c.eval_batch_size = 32 if cpu else 256
-
+    # c.dataset.manual_dir: set --config.dataset.manual_dir=/path (folder holding images_tr/, images_test/)
+    c.optimizer.warmup_epochs = 1.0 if args.cpu else 2.0
+    c.num_epochs = args.epochs if args.epochs > 0 else (5 if args.cpu else 100)
+    c.batch_size = 3 if args.cpu else 32
+    c.eval_batch_size = 32 if args.cpu else 256
     c.lock()
     return c

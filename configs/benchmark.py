@@ -4,7 +4,9 @@ r"""Benchmark: every method of METHOD.md section 8 (or a selection), several see
     python launch.py --config configs/benchmark.py:methods=an+role+ll_r,epochs=5 --workdir runs/bench_short
 
 Arguments (comma-separated key=value after the colon):
-  dataset   synthetic_scenes (configs/default.py, default) | aid_multilabel | reben (their configs' settings)
+  config    the training config every run uses: default (default) | synthetic_memorization | aid_multilabel |
+            reben (configs/<name>.py)
+  dataset   shorthand for config: synthetic_scenes (= default) | aid_multilabel | reben
   noise     'random' (default) | 'dominant'
   seeds     number of seeds per method (default 1): seed, seed+1, ...
   seed      the first seed (default 0)
@@ -29,31 +31,35 @@ import importlib
 import ml_collections
 
 from adagc_jax import config_utils
+from configs import common
 
-DATASET_CONFIGS = {"synthetic_scenes": "configs.default", "aid_multilabel": "configs.aid_multilabel",
-                   "reben": "configs.reben"}
-ARGS = ("dataset", "noise", "seeds", "seed", "methods", "epochs", "cpu", "split", "subset")
+TRAINING_CONFIGS = ("default", "synthetic_memorization", "aid_multilabel", "reben")
+DATASET_CONFIGS = {"synthetic_scenes": "default", "aid_multilabel": "aid_multilabel", "reben": "reben"}
 
 
 def get_config(arg=None):
-    args = config_utils.parse_arg(arg)
-    config_utils.check_arg_keys(args, ARGS, __file__)
-    dataset = args.pop("dataset", "synthetic_scenes")
-    config_utils.choice(dataset, sorted(DATASET_CONFIGS), "dataset")
-    num_seeds, first_seed = int(args.pop("seeds", 1)), int(args.pop("seed", 0))
-    if num_seeds < 1:
-        raise config_utils.ConfigError(f"{__file__}: seeds must be >= 1, got {num_seeds}")
-    selected = str(args.pop("methods", "all"))
+    args = common.parse_arg(arg, config="", dataset="", noise="random", seeds=1, seed=0, methods="all", epochs=-1,
+                            cpu=False, split="", subset=-1.0)
+    if args.config and args.dataset:
+        raise config_utils.ConfigError("give either config=... or dataset=..., not both")
+    name = args.config or config_utils.lookup(DATASET_CONFIGS, args.dataset or "synthetic_scenes", "dataset")
+    config_utils.lookup(TRAINING_CONFIGS, name, "config")
+    if args.seeds < 1:
+        raise config_utils.ConfigError(f"{__file__}: seeds must be >= 1, got {args.seeds}")
 
-    module = importlib.import_module(DATASET_CONFIGS[dataset])
-    forwarded = ",".join(f"{k}={v}" for k, v in args.items())  # noise, epochs and the dataset config's own
-    c = module.get_config(forwarded or None)
+    # Forward what was given to the training config (which rejects an argument it does not take).
+    forwarded = {"noise": args.noise, "epochs": args.epochs if args.epochs > 0 else None,
+                 "cpu": int(args.cpu) if args.cpu else None, "split": args.split or None,
+                 "subset": args.subset if args.subset > 0 else None}
+    arg_string = ",".join(f"{k}={v}" for k, v in forwarded.items() if v is not None)
+    c = importlib.import_module(f"configs.{name}").get_config(arg_string)
     c.unlock()
-    c.seed = first_seed
+    c.runner = "sweep"
+    c.seed = args.seed
     c.benchmark = ml_collections.ConfigDict({
         # Method names (METHOD.md section 8) in table order; ('all',) = every method. Checked by the runner.
-        "methods": tuple(m.strip() for m in selected.split("+") if m.strip()),
-        "seeds": tuple(range(first_seed, first_seed + num_seeds)),
+        "methods": tuple(m.strip() for m in args.methods.split("+") if m.strip()),
+        "seeds": tuple(range(args.seed, args.seed + args.seeds)),
     })
     c.lock()
     return c

@@ -45,38 +45,28 @@ an estimated well under a minute per epoch on 2 cores (the small CNN steps at ~4
 Expected result: not known; the paper's reBEN numbers are not in the specs.
 """
 
-import ml_collections
-
-from adagc_jax import config_utils
-from configs import default
-
-ARGS = ("method", "noise", "seed", "epochs", "subset", "cpu")
+from configs import common
 
 
 def get_config(arg=None):
-    args, cpu, c = default.real_data_config(arg, ARGS, __file__, "reben")
-    c.dataset.builder_config = ml_collections.ConfigDict({
+    args = common.parse_arg(arg, **common.REAL_DATA_ARGS, subset=-1.0)
+    cpu = args.cpu
+    c = common.real_data_config(args, "reben", image_size=48 if cpu else 120, builder_config={
         "bands": "all",  # 'all' (12 bands, B01..B12) | 'rgb' (B04, B03, B02)
-        "subset": float(args.get("subset", 0.01 if cpu else 1.0)),  # fraction of each split kept (seeded)
+        "subset": args.subset if args.subset > 0 else (0.01 if cpu else 1.0),  # fraction of each split (seeded)
         "seed": 0,  # seed of the subset draw (fixed: the data do not change with the run's seed)
         "skip_corrupt": False,
     })
-    c.dataset.manual_dir = ""  # set --config.dataset.manual_dir=/path (folder of metadata.parquet etc.)
-    c.dataset.image_size = 48 if cpu else 120
+    # c.dataset.manual_dir: set --config.dataset.manual_dir=/path (folder of metadata.parquet etc.)
     c.dataset.cache = cpu  # the full decoded train split does not fit in memory
-    c.dataset.shuffle_buffer = 20_000
-
     c.optimizer.warmup_epochs = 1.0
-
-    c.num_epochs = args.get("epochs", 5 if cpu else 20)
+    c.num_epochs = args.epochs if args.epochs > 0 else (5 if cpu else 20)
     c.batch_size = 2 if cpu else 256
     c.eval_batch_size = 32 if cpu else 512
-    c.log.progress_bar = True
     c.log.every_steps = 50
     # ~240k validation + test and ~237k training patches: the per-epoch test curve and the training-set
     # diagnostics would cost more than the training epoch on full reBEN (validation is still evaluated per epoch).
     c.eval.test_every_epoch = cpu
     c.eval.train_diagnostics = cpu
-
     c.lock()
     return c

@@ -1,10 +1,17 @@
-"""Shared fixtures: a tiny synthetic_scenes dataset (generated once per session) and a tiny run config."""
+"""Shared fixtures: 4 forced CPU devices, a tiny synthetic_scenes dataset (generated once per session), a tiny run
+config, and `make_experiment`, the run's own setup (experiment.build) on made-up data."""
 
 import os
 import subprocess
 import sys
 
-import pytest
+# Before jax is imported anywhere: 4 CPU devices, so the multi-device tests are ordinary test functions. Runs use 1
+# device unless a test asks for more (TINY_OVERRIDES' num_devices), so single-device numbers are unaffected.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -19,6 +26,7 @@ TINY_OVERRIDES = {
     "batch_size": 32,
     "eval_batch_size": 32,  # 40 and 72 images: the last eval batches are padded
     "num_epochs": 2,
+    "num_devices": 1,
     "log.progress_bar": False,
 }
 
@@ -63,3 +71,26 @@ def run_python(code_or_args, env_extra=None, timeout=900):
     env.update(env_extra or {})
     args = [sys.executable] + (["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args))
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def fake_info(num_classes, num_train, image_shape):
+    """A DatasetInfo for made-up data (no dataset is read)."""
+    from adagc_jax import input_pipeline
+
+    bands = image_shape[-1]
+    return input_pipeline.DatasetInfo("fake", num_classes, tuple(f"c{i}" for i in range(num_classes)),
+                                      {"train": num_train}, tuple(image_shape), np.zeros(bands, np.float32),
+                                      np.ones(bands, np.float32))
+
+
+@pytest.fixture
+def make_experiment():
+    """make_experiment(config, num_classes, num_train, image_shape, steps_per_epoch=4, num_devices=1): the run's
+    own setup (adagc_jax.experiment.build) on a DatasetInfo for made-up data."""
+    from adagc_jax import experiment, parallel
+
+    def make(config, num_classes, num_train, image_shape, steps_per_epoch=4, num_devices=1):
+        info = fake_info(num_classes, num_train, image_shape)
+        return experiment.build(config, info, steps_per_epoch, parallel.make_mesh(num_devices))
+
+    return make

@@ -8,28 +8,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adagc_jax import gc, input_pipeline, methods, models, optim, parallel, train, train_step as ts
-from conftest import tiny_config
+from adagc_jax import experiment, gc, parallel, train, train_step as ts
+from conftest import fake_info, tiny_config
 
 NUM_CLASSES, NUM_TRAIN = 5, 12
 
 
 def _setup(data_dir, **overrides):
-    config = tiny_config(data_dir, **overrides)
-    mesh = parallel.make_mesh(1)
-    model = models.get_model("small_cnn", NUM_CLASSES, widths=(4,))
+    config = tiny_config(data_dir, **{"method": "adagc", "model.widths": (4,), **overrides})
     # Constant learning rate without warm-up: the first step must move the student.
     with config.unlocked():
         config.optimizer.schedule = "constant"
         config.optimizer.warmup_epochs = 0.0
-    tx, _ = optim.make_optimizer(config.optimizer, 1, 1)
-    info = input_pipeline.DatasetInfo("x", NUM_CLASSES, tuple("abcde"), {"train": NUM_TRAIN}, (8, 8, 3),
-                                      np.zeros(3, np.float32), np.ones(3, np.float32))
-    method = methods.get_method("adagc")
-    state = train.create_state(config, model, method, tx, None, info,
-                               np.zeros((NUM_TRAIN, NUM_CLASSES), np.float32), mesh)
-    step = ts.make_train_step(config, model, method, tx, mesh)
-    return config, mesh, model, method, state, step
+    exp = experiment.build(config, fake_info(NUM_CLASSES, NUM_TRAIN, (8, 8, 3)), steps_per_epoch=1,
+                           mesh=parallel.make_mesh(1))
+    state = exp.initial_state(np.zeros((NUM_TRAIN, NUM_CLASSES), np.float32))
+    return config, exp.mesh, exp.model, exp.method, state, exp.train_step
 
 
 def _batch(mesh, ids, seed=0):

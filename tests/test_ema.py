@@ -1,20 +1,12 @@
 """Tests of adagc_jax.ema (METHOD.md section 3)."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from adagc_jax import ema
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _nested_trees():
@@ -89,83 +81,48 @@ def test_update_memory_momentum_zero_is_no_memory():
     np.testing.assert_array_equal(visits, [5, 5, 6])
 
 
-# Runs in a subprocess because the forced device count must be set before jax
-# is imported, and this test process has imported jax already.
-_DATA_PARALLEL_SCRIPT = textwrap.dedent('''
-    import json, os
-    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
-    os.environ['JAX_PLATFORMS'] = 'cpu'
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-    from adagc_jax.ema import update_memory
-
+@pytest.mark.parametrize('axis_type', ['Auto', 'Explicit'])
+def test_update_memory_data_parallel_replicas_apply_all_updates(axis_type):
+    """On 4 devices (forced in conftest) with the batch sharded, every replica of the memory applies every update:
+    four full, identical (N, C) copies, bit-equal to one device, which equals the numpy reference."""
     assert jax.device_count() == 4, jax.devices()
-    N, C, B, CALLS, MOMENTUM = 24, 3, 8, 5, 0.9
+    n, c, b, calls, momentum = 24, 3, 8, 5, 0.9
     rng = np.random.default_rng(0)
     # Unique ids within a call; across calls ids repeat, so later visits average.
-    batches = [(rng.permutation(N)[:B].astype(np.int32), rng.uniform(size=(B, C)).astype(np.float32))
-               for _ in range(CALLS)]
+    batches = [(rng.permutation(n)[:b].astype(np.int32), rng.uniform(size=(b, c)).astype(np.float32))
+               for _ in range(calls)]
 
     # Plain numpy reference of METHOD.md section 3, EMA 2.
-    ref_memory, ref_visits = np.zeros((N, C), np.float32), np.zeros((N,), np.int32)
+    ref_memory, ref_visits = np.zeros((n, c), np.float32), np.zeros((n,), np.int32)
     for idx, preds in batches:
         for i, t in zip(idx, preds):
-            m = np.float32(MOMENTUM)
+            m = np.float32(momentum)
             ref_memory[i] = t if ref_visits[i] == 0 else m * ref_memory[i] + (np.float32(1) - m) * t
             ref_visits[i] += 1
 
-    # One device.
-    single = jax.jit(update_memory)
-    memory1, visits1 = jnp.zeros((N, C)), jnp.zeros((N,), jnp.int32)
+    single = jax.jit(ema.update_memory)
+    memory1, visits1 = jnp.zeros((n, c)), jnp.zeros((n,), jnp.int32)
     for idx, preds in batches:
-        memory1, visits1 = single(memory1, visits1, idx, preds, MOMENTUM)
+        memory1, visits1 = single(memory1, visits1, idx, preds, momentum)
+    assert np.max(np.abs(np.asarray(memory1) - ref_memory)) < 1e-6
+    np.testing.assert_array_equal(visits1, ref_visits)
 
-    report = {'single_vs_numpy': float(np.max(np.abs(np.asarray(memory1) - ref_memory))),
-              'single_visits_ok': bool(np.array_equal(visits1, ref_visits))}
-    for axis_type in ('Auto', 'Explicit'):
-        mesh = jax.make_mesh((4,), ('data',), axis_types=(getattr(AxisType, axis_type),))
-        replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-        step = jax.jit(update_memory,
-                       in_shardings=(replicated, replicated, sharded, sharded, replicated),
-                       out_shardings=(replicated, replicated))
-        memory = jax.device_put(jnp.zeros((N, C)), replicated)
-        visits = jax.device_put(jnp.zeros((N,), jnp.int32), replicated)
-        momentum = jax.device_put(jnp.float32(MOMENTUM), replicated)
-        for idx, preds in batches:
-            memory, visits = step(memory, visits, jax.device_put(idx, sharded),
-                                  jax.device_put(preds, sharded), momentum)
-        copies = [np.asarray(s.data) for s in memory.addressable_shards]
-        visit_copies = [np.asarray(s.data) for s in visits.addressable_shards]
-        report[axis_type] = {
-            'num_copies': len(copies),
-            'copy_shape': list(copies[0].shape),
-            'copies_identical': all(np.array_equal(c, copies[0]) for c in copies)
-                                and all(np.array_equal(v, visit_copies[0]) for v in visit_copies),
-            'equal_to_single_device': bool(np.array_equal(np.asarray(memory), np.asarray(memory1))
-                                           and np.array_equal(np.asarray(visits), np.asarray(visits1))),
-        }
-    print(json.dumps(report))
-''')
-
-
-def test_update_memory_data_parallel_replicas_apply_all_updates():
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=4')
-    proc = subprocess.run([sys.executable, '-c', _DATA_PARALLEL_SCRIPT], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report['single_vs_numpy'] < 1e-6
-    assert report['single_visits_ok']
-    for axis_type in ('Auto', 'Explicit'):
-        result = report[axis_type]
-        # Four full (N, C) copies, one per device, identical and bit-equal to one device.
-        assert result['num_copies'] == 4
-        assert result['copy_shape'] == [24, 3]
-        assert result['copies_identical'], axis_type
-        assert result['equal_to_single_device'], axis_type
+    mesh = jax.make_mesh((4,), ('data',), axis_types=(getattr(AxisType, axis_type),))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+    step = jax.jit(ema.update_memory, in_shardings=(replicated, replicated, sharded, sharded, replicated),
+                   out_shardings=(replicated, replicated))
+    memory = jax.device_put(jnp.zeros((n, c)), replicated)
+    visits = jax.device_put(jnp.zeros((n,), jnp.int32), replicated)
+    m = jax.device_put(jnp.float32(momentum), replicated)
+    for idx, preds in batches:
+        memory, visits = step(memory, visits, jax.device_put(idx, sharded), jax.device_put(preds, sharded), m)
+    copies = [np.asarray(s.data) for s in memory.addressable_shards]
+    visit_copies = [np.asarray(s.data) for s in visits.addressable_shards]
+    assert len(copies) == 4 and copies[0].shape == (24, 3)
+    assert all(np.array_equal(x, copies[0]) for x in copies)
+    assert all(np.array_equal(v, visit_copies[0]) for v in visit_copies)
+    np.testing.assert_array_equal(np.asarray(memory), np.asarray(memory1))
+    np.testing.assert_array_equal(np.asarray(visits), np.asarray(visits1))
 
 
 @pytest.mark.parametrize('momentum', [0.5, jnp.float32(0.5)])

@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adagc_jax import config_utils, input_pipeline, losses, methods, models, optim, parallel, train
+from adagc_jax import config_utils, experiment, losses, methods, models, parallel
 from adagc_jax import train_step as ts
-from conftest import TINY_OVERRIDES
+from conftest import TINY_OVERRIDES, fake_info
 
 C, N, B, HW = 4, 16, 8, 8
-CARDINALITY = 2.0  # the label cardinality passed to create_state (EPR/ROLE's default k)
+CARDINALITY = 2.0  # the label cardinality passed to initial_state (EPR/ROLE's default k)
 
 
 def _config(method, **overrides):
@@ -59,27 +59,22 @@ _INIT_CACHE = {}
 
 
 class Harness:
-    """One method's real step on a 16-image table, batches of 8, with a randomised (non-zero) head."""
+    """One method's real step (experiment.build, as a run builds it) on a 16-image table, batches of 8, with a
+    randomised (non-zero) head."""
 
     def __init__(self, method_name, **overrides):
         self.config = _config(method_name, **overrides)
-        self.method = methods.get_method(method_name)
-        self.mesh = parallel.make_mesh(1)
-        self.model = models.get_model("small_cnn", C, widths=(4, 8))
-        tx, schedule = optim.make_optimizer(self.config.optimizer, 4, 2)
-        self.method_tx = (self.method.param_optimizer(self.config, schedule)
-                          if self.method.param_optimizer is not None else None)
-        info = input_pipeline.DatasetInfo("x", C, tuple("abcd"), {"train": N}, (HW, HW, 3),
-                                          np.zeros(3, np.float32), np.ones(3, np.float32))
+        exp = experiment.build(self.config, fake_info(C, N, (HW, HW, 3)), steps_per_epoch=2,
+                               mesh=parallel.make_mesh(1))
+        self.exp, self.method, self.mesh, self.model = exp, exp.method, exp.mesh, exp.model
         self.images, self.observed, self.labels = _data()
-        state = train.create_state(self.config, self.model, self.method, tx, self.method_tx, info, self.observed,
-                                   self.mesh, label_cardinality=CARDINALITY)
+        state = exp.initial_state(self.observed, label_cardinality=CARDINALITY)
         # The head starts near zero: perturb every parameter so the logits are well apart (LL would see near-ties).
         noise = np.random.default_rng(1)
         params = jax.tree.map(lambda p: np.asarray(p) + 0.5 * noise.normal(size=p.shape).astype(np.float32),
                               jax.device_get(state.params))
         self.state = parallel.replicate(state.replace(params=params), self.mesh)
-        self.step = ts.make_train_step(self.config, self.model, self.method, tx, self.mesh, self.method_tx)
+        self.step = exp.train_step
 
     def batch(self, ids):
         ids = np.asarray(ids)
@@ -96,11 +91,8 @@ class Harness:
         batch = self.batch(ids)
         logits = self.logits(batch)
         before = jax.device_get(self.state)
-        knobs = {"epoch": jnp.float32(epoch), "gc_weight": jnp.float32(0.5)}
-        knobs.update({k: jnp.float32(v) for k, v in self.method.knobs(self.config, epoch).items()})
-        sums = parallel.replicate(ts.init_sums(self.method.aux_keys), self.mesh)
-        self.state, sums = self.step(self.state, sums, parallel.shard_batch(batch, self.mesh),
-                                     parallel.replicate(knobs, self.mesh))
+        self.state, sums = self.step(self.state, self.exp.init_sums(), parallel.shard_batch(batch, self.mesh),
+                                     self.exp.knobs(epoch, gc_weight=0.5))
         return logits, before, float(sums["loss"])
 
 
@@ -178,7 +170,7 @@ PLANS = {
 }
 
 
-@pytest.mark.parametrize("name", methods.METHOD_ORDER)
+@pytest.mark.parametrize("name", list(methods.METHODS))
 def test_method_runs_and_matches_its_loss(name):
     overrides, plan, check = PLANS.get(name, ({}, None, None))
     h = Harness(name, **overrides)
@@ -196,19 +188,21 @@ def test_method_runs_and_matches_its_loss(name):
         check(h, steps)
 
 
-def test_registry_has_every_method_of_method_md():
-    assert sorted(methods.METHODS) == sorted(methods.METHOD_ORDER)
-    assert len(methods.METHODS) == 15
+def test_registry_has_every_method_of_method_md_in_its_order():
+    assert list(methods.METHODS) == ["adagc", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct",
+                                     "ll_cp", "hill", "splc", "gr", "full"]
+    with pytest.raises(config_utils.ConfigError, match=r"method='nope' is not valid; valid values: \['adagc', 'an'"):
+        config_utils.lookup(methods.METHODS, "nope", "method")
 
 
 def test_knobs_follow_the_schedules():
     config = _config("gr")
-    assert methods.get_method("gr").knobs(config, 1) == pytest.approx(
+    assert methods.METHODS["gr"].knobs(config, 1) == pytest.approx(
         dict(zip(("gr_w", "gr_b", "gr_mu", "gr_sigma"), (0.0, -2.0, 0.575, 1.625))))  # T = 4
-    assert methods.get_method("ll_r").knobs(config, 2)["ll_rate"] == losses.ll_rate(2, 0.002)
-    assert methods.get_method("ll_cp").knobs(config, 1)["ll_rate"] == 0.0
-    assert methods.get_method("ll_cp").knobs(config, 5)["ll_rate"] == 0.002  # fixed, not growing
-    assert methods.get_method("splc").knobs(config, 2)["splc_epoch"] == 1  # 0-based
+    assert methods.METHODS["ll_r"].knobs(config, 2)["ll_rate"] == losses.ll_rate(2, 0.002)
+    assert methods.METHODS["ll_cp"].knobs(config, 1)["ll_rate"] == 0.0
+    assert methods.METHODS["ll_cp"].knobs(config, 5)["ll_rate"] == 0.002  # fixed, not growing
+    assert methods.METHODS["splc"].knobs(config, 2)["splc_epoch"] == 1  # 0-based
 
 
 def test_role_init_and_prior():
@@ -223,12 +217,12 @@ def test_role_init_and_prior():
 def test_prior_without_cardinality_is_a_config_error():
     data = methods.DataInfo(num_train=N, num_classes=C, observed=np.zeros((N, C), np.float32))
     with pytest.raises(config_utils.ConfigError, match="expected_num_pos"):
-        methods.get_method("epr").init(_config("epr"), data, jax.random.PRNGKey(0))
+        methods.METHODS["epr"].init(_config("epr"), data, jax.random.PRNGKey(0))
 
 
 def test_apl_epoch_end_writes_soft_negatives():
     config = _config("em_apl", **{"losses.em_apl.warmup": 2, "num_epochs": 5})
-    method = methods.get_method("em_apl")
+    method = methods.METHODS["em_apl"]
     _, observed, _ = _data()
     data = methods.DataInfo(num_train=N, num_classes=C, observed=observed)
     _, state = method.init(config, data, jax.random.PRNGKey(0))
@@ -276,8 +270,8 @@ def _read_checkpointed_method_state(run_dir):
     return restored["method_state"]
 
 
-def test_benchmark_runner_writes_tables(data_dir, tmp_path):
-    from adagc_jax import benchmark
+def test_sweep_runner_writes_tables(data_dir, tmp_path):
+    from adagc_jax import sweep
     from configs import benchmark as benchmark_config
 
     config = benchmark_config.get_config("dataset=synthetic_scenes,noise=random,seeds=1,methods=an+em_apl,epochs=2")
@@ -285,7 +279,7 @@ def test_benchmark_runner_writes_tables(data_dir, tmp_path):
                                    "num_epochs": 2, "eval.train_diagnostics": False,
                                    "eval.test_every_epoch": False})
     workdir = tmp_path / "bench"
-    rows = benchmark.run(config, str(workdir))
+    rows = sweep.run(config, str(workdir))
     assert [r["method"] for r in rows] == ["an", "em_apl"]
 
     for name in ("results.md", "results.csv"):
@@ -308,12 +302,12 @@ def test_benchmark_runner_writes_tables(data_dir, tmp_path):
 
     # A second call finds every run finished and only rebuilds the tables.
     mtime = os.path.getmtime(workdir / "an" / "seed_0" / "results.json")
-    assert [r["method"] for r in benchmark.run(config, str(workdir))] == ["an", "em_apl"]
+    assert [r["method"] for r in sweep.run(config, str(workdir))] == ["an", "em_apl"]
     assert os.path.getmtime(workdir / "an" / "seed_0" / "results.json") == mtime
 
 
-def test_benchmark_reuses_finished_runs_only_when_the_model_would_be_the_same():
-    from adagc_jax import benchmark
+def test_sweep_reuses_finished_runs_only_when_the_model_would_be_the_same():
+    from adagc_jax import sweep
 
     saved = {"method": "an", "optimizer": {"learning_rate": 1e-3}, "checkpoint": {"every_epochs": 1000},
              "log": {"progress_bar": False}, "eval": {"test_every_epoch": False, "train_diagnostics": False,
@@ -321,7 +315,7 @@ def test_benchmark_reuses_finished_runs_only_when_the_model_would_be_the_same():
     current = {"method": "an", "optimizer": {"learning_rate": 1e-3}, "checkpoint": {"every_epochs": 1},
                "log": {"progress_bar": True}, "eval": {"test_every_epoch": True, "train_diagnostics": True,
                                                        "empty_class_ap": "skip"}}
-    benchmark._check_finished_run("run", saved, current)  # logging/checkpointing/diagnostics only: reused
+    sweep._check_finished_run("run", saved, current)  # logging/checkpointing/diagnostics only: reused
     for key, value in (("optimizer", {"learning_rate": 3e-3}), ("eval", {**current["eval"], "empty_class_ap": "zero"})):
         with pytest.raises(config_utils.ConfigError, match=key):
-            benchmark._check_finished_run("run", saved, {**current, key: value})
+            sweep._check_finished_run("run", saved, {**current, key: value})

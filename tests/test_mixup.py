@@ -1,20 +1,12 @@
 """Tests of adagc_jax.mixup (METHOD.md section 5)."""
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from adagc_jax.mixup import mixup
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 B, C = 8, 5
 
 
@@ -86,65 +78,32 @@ def test_invalid_arguments():
         mixup(jax.random.key(0), images.astype(jnp.int32), targets, alpha=1.0)
 
 
-# Runs in a subprocess because the forced device count must be set before jax
-# is imported, and this test process has imported jax already.
-_PER_SHARD_SCRIPT = textwrap.dedent('''
-    import json, os
-    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=4'
-    os.environ['JAX_PLATFORMS'] = 'cpu'
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
-    from adagc_jax.mixup import mixup
-
+@pytest.mark.parametrize('axis_type', ['Auto', 'Explicit'])
+def test_mixup_stays_within_each_device_shard(axis_type):
+    """On 4 devices (forced in conftest), Mixup mixes rows of the same device shard only, with one lam for all."""
     assert jax.device_count() == 4, jax.devices()
-    B, PER_SHARD = 16, 4
-    report = {}
-    for axis_type in ('Auto', 'Explicit'):
-        mesh = jax.make_mesh((4,), ('data',), axis_types=(getattr(AxisType, axis_type),))
-        replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
-        step = jax.jit(lambda key, x, t: mixup(key, x, t, alpha=1.0, mesh=mesh),
-                       in_shardings=(replicated, sharded, sharded),
-                       out_shardings=(sharded, sharded, replicated))
-        # Images and the 'id' target are both one-hots of the row number.
-        eye = np.eye(B, dtype=np.float32)
-        results = []
-        for seed in range(3):
-            x, t, lam = step(jax.random.key(seed), jax.device_put(eye, sharded),
-                             {'id': jax.device_put(eye, sharded)})
-            results.append({'images': np.asarray(x).tolist(), 'id': np.asarray(t['id']).tolist(),
-                            'lam': float(lam)})
-        report[axis_type] = results
-    print(json.dumps(report))
-''')
-
-
-def test_mixup_stays_within_each_device_shard():
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), JAX_PLATFORMS='cpu',
-               XLA_FLAGS='--xla_force_host_platform_device_count=4')
-    proc = subprocess.run([sys.executable, '-c', _PER_SHARD_SCRIPT], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
     b, per_shard = 16, 4
     shard_of = np.arange(b) // per_shard
-    for axis_type in ('Auto', 'Explicit'):
-        for result in report[axis_type]:
-            lam = result['lam']
-            assert 0.0 < lam < 1.0
-            mixed_images, mixed_id = np.array(result['images']), np.array(result['id'])
-            np.testing.assert_array_equal(mixed_images, mixed_id)  # same lam, same perm
-            # Convex combinations: nonnegative weights summing to 1 ...
-            assert np.all(mixed_images >= 0)
-            np.testing.assert_allclose(mixed_images.sum(axis=1), 1.0, atol=1e-6)
-            # ... of rows of the SAME shard only.
-            for i in range(b):
-                assert np.all(shard_of[np.nonzero(mixed_images[i])[0]] == shard_of[i]), (axis_type, i)
-            # One lam on every device: each row keeps weight lam on itself.
-            perm = _recover_perm(mixed_id, lam)
-            np.testing.assert_allclose(mixed_id, lam * np.eye(b) + (1 - lam) * np.eye(b)[perm], atol=1e-6)
-            # Each device draws its own permutation (the device index is folded into the key).
-            local_perms = [tuple(perm[s * per_shard:(s + 1) * per_shard] - s * per_shard)
-                           for s in range(b // per_shard)]
-            assert len(set(local_perms)) > 1, local_perms
+    mesh = jax.make_mesh((4,), ('data',), axis_types=(getattr(AxisType, axis_type),))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P('data'))
+    step = jax.jit(lambda key, x, t: mixup(key, x, t, alpha=1.0, mesh=mesh),
+                   in_shardings=(replicated, sharded, sharded), out_shardings=(sharded, sharded, replicated))
+    # Images and the 'id' target are both one-hots of the row number.
+    eye = np.eye(b, dtype=np.float32)
+    for seed in range(3):
+        x, t, lam = step(jax.random.key(seed), jax.device_put(eye, sharded), {'id': jax.device_put(eye, sharded)})
+        lam, mixed_images, mixed_id = float(lam), np.asarray(x), np.asarray(t['id'])
+        assert 0.0 < lam < 1.0
+        np.testing.assert_array_equal(mixed_images, mixed_id)  # same lam, same perm
+        # Convex combinations: nonnegative weights summing to 1 ...
+        assert np.all(mixed_images >= 0)
+        np.testing.assert_allclose(mixed_images.sum(axis=1), 1.0, atol=1e-6)
+        # ... of rows of the SAME shard only.
+        for i in range(b):
+            assert np.all(shard_of[np.nonzero(mixed_images[i])[0]] == shard_of[i]), (axis_type, i)
+        # One lam on every device: each row keeps weight lam on itself.
+        perm = _recover_perm(mixed_id, lam)
+        np.testing.assert_allclose(mixed_id, lam * np.eye(b) + (1 - lam) * np.eye(b)[perm], atol=1e-6)
+        # Each device draws its own permutation (the device index is folded into the key).
+        local_perms = [tuple(perm[s * per_shard:(s + 1) * per_shard] - s * per_shard) for s in range(b // per_shard)]
+        assert len(set(local_perms)) > 1, local_perms

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from adagc_jax import config_utils, input_pipeline, train
+from adagc_jax import config_utils, input_pipeline, models, train
 from conftest import REPO
 
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -27,6 +27,7 @@ AID_DUMMY = os.path.join(REPO, "adagc_jax", "datasets", "dummy_data", "aid_multi
 # configs/ is covered by the None variant automatically.
 VARIANTS = {
     "default.py": [None, "method=full", "noise=dominant,seed=1,epochs=2"],
+    "benchmark.py": [None, "config=synthetic_memorization,seeds=3,methods=an+adagc", "dataset=reben,cpu=1,epochs=2"],
     "reben.py": [None, "cpu=1", "subset=1.0,cpu=1", "subset=0.05", "noise=dominant,seed=2,epochs=3",
                  "method=full,cpu=1"],
     "aid_multilabel.py": [None, "cpu=1", "split=arena", "split=arena,cpu=1,noise=dominant,seed=3,epochs=2",
@@ -44,20 +45,22 @@ REBEN_STD = (563.17, 607.03, 603.30, 684.57, 727.58, 1087.43, 1261.43, 1369.37, 
 
 def config_files():
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
-                  if not p.endswith("__init__.py"))
+                  if not p.endswith(("__init__.py", "common.py")))
 
 
 def load(name, arg=None):
     return config_utils.load_config_file(os.path.join(CONFIG_DIR, name) + (f":{arg}" if arg else ""))
 
 
-# configs/benchmark.py adds its own block (which methods and seeds to run) on top of a dataset config's keys.
+# configs/benchmark.py adds its own block (which methods and seeds to run) on top of a dataset config's keys; the
+# model block holds the chosen model's own options.
 RUNNER_SPECIFIC = "benchmark."
+MODEL_SPECIFIC = "model."
 
 
 def key_tree(config):
     return sorted(k for k in config_utils.flat_keys(config)
-                  if not k.startswith(BUILDER_SPECIFIC) and not k.startswith(RUNNER_SPECIFIC))
+                  if not k.startswith((BUILDER_SPECIFIC, RUNNER_SPECIFIC, MODEL_SPECIFIC)))
 
 
 def test_every_config_is_covered():
@@ -77,7 +80,10 @@ def test_config_locked_same_keys_valid(name, arg):
     assert key_tree(config) == reference
     # Names and values are runnable (the check launch.py does first), and the builder takes the fields.
     train.validate_config(config)
-    train.model_from_config(config, 19)  # the picked model takes the model keys meant for it (resnet50: no widths)
+    # The model block holds exactly the picked model's options (resnet50: no widths).
+    options = set(models.model_options(models.MODELS[config.model.name]))
+    assert set(config.model) - set(models.NON_MODEL_KEYS) == options - {"num_classes"}
+    models.model_from_config(config.model, 19)
     module = importlib.import_module(input_pipeline.DATASET_MODULES[config.dataset.name])
     module.make_config(**dict(config.dataset.builder_config))
     # The docstring gives the command and the expected runtime (ARCHITECTURE.md style rule 2).
@@ -113,6 +119,7 @@ def reben_cpu(tmp_path_factory):
     config.dataset.manual_dir = REBEN_DUMMY
     config.dataset.data_dir = str(tmp_path_factory.mktemp("tfds"))
     config.log.progress_bar = False
+    config.num_devices = 1
     builder = input_pipeline.get_builder(config.dataset)
     input_pipeline.prepare(builder, config.dataset)
     return config, builder

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import jax
@@ -14,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adagc_jax import config_utils, input_pipeline, methods, parallel, train
+from adagc_jax import config_utils, input_pipeline, methods, parallel, train, train_step
+from adagc_jax.errors import DeviceError
 from conftest import REPO, run_python, tiny_config, tiny_flags
 
 
@@ -24,7 +24,8 @@ def test_end_to_end_an(data_dir, tmp_path):
 
     on_disk = json.loads((workdir / "results.json").read_text())
     assert on_disk["test"]["mAP"] == pytest.approx(results["test"]["mAP"])
-    assert set(on_disk) >= {"test", "val", "history", "trigger", "config", "versions", "wall_time_s", "steps_per_s"}
+    assert set(on_disk) >= {"test", "val", "history", "trigger", "config", "versions", "wall_time_s", "train_time_s",
+                            "timing", "steps_per_s"}
     for split, n in (("test", 72), ("val", 40)):
         block = on_disk[split]
         assert block["reported_model"] == "teacher"
@@ -40,7 +41,9 @@ def test_end_to_end_an(data_dir, tmp_path):
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert on_disk["steps_per_s"] > 0 and on_disk["config"]["method"] == "an"
     # 128 training images at batch 32: 4 steps per epoch.
-    assert on_disk["wall_time_s"] > 0 and len(on_disk["trigger"]["signal"]) == 2
+    assert on_disk["wall_time_s"] > on_disk["train_time_s"] > 0 and len(on_disk["trigger"]["signal"]) == 2
+    assert set(on_disk["timing"]) == {"setup_s", "train_s", "eval_s", "checkpoint_s", "plot_s"}
+    assert on_disk["wall_time_s"] == pytest.approx(sum(on_disk["timing"].values()))
 
     assert (workdir / "training.png").stat().st_size > 1000
     assert (workdir / "config.json").exists()
@@ -49,20 +52,12 @@ def test_end_to_end_an(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("method_name", ["an", "adagc"])
-def test_step_does_not_retrace(data_dir, method_name):
+def test_step_does_not_retrace(data_dir, method_name, make_experiment):
     """A new epoch (new knob values, new sums; for AdaGC: GC switched on by gc_weight 0 -> 1) reuses the compiled
     step; a new batch shape would retrace and is refused by the guard, which shows the guard is live."""
-    from adagc_jax import models, optim, train_step as ts
-
-    config = tiny_config(data_dir)
-    mesh = parallel.make_mesh(1)
-    model = models.get_model("small_cnn", 12, widths=(8,))
-    tx, _ = optim.make_optimizer(config.optimizer, 2, 4)
-    info = input_pipeline.DatasetInfo("x", 12, tuple("abcdefghijkl"), {"train": 16}, (8, 8, 3),
-                                      np.zeros(3, np.float32), np.ones(3, np.float32))
-    method = methods.get_method(method_name)
-    state = train.create_state(config, model, method, tx, None, info, np.zeros((16, 12), np.float32), mesh)
-    step = ts.make_train_step(config, model, method, tx, mesh)
+    config = tiny_config(data_dir, method=method_name, **{"model.widths": (8,)})
+    exp = make_experiment(config, num_classes=12, num_train=16, image_shape=(8, 8, 3))
+    state, step, mesh = exp.initial_state(np.zeros((16, 12), np.float32)), exp.train_step, exp.mesh
 
     def batch(b):
         rng = np.random.default_rng(b)
@@ -72,12 +67,11 @@ def test_step_does_not_retrace(data_dir, method_name):
                                      "id": np.arange(b, dtype=np.int32)}, mesh)
 
     for epoch, gc_weight in ((1, 0.0), (2, 1.0), (3, 0.5)):
-        knobs = parallel.replicate({"epoch": jnp.float32(epoch), "gc_weight": jnp.float32(gc_weight)}, mesh)
-        sums = parallel.replicate(ts.init_sums(method.aux_keys), mesh)
+        knobs, sums = exp.knobs(epoch, gc_weight), exp.init_sums()
         for _ in range(2):
             state, sums = step(state, sums, batch(8), knobs)
     assert int(state.step) == 6
-    with pytest.raises(ts.RetraceError, match="traced 2 times"):
+    with pytest.raises(train_step.RetraceError, match="traced 2 times"):
         step(state, sums, batch(4), knobs)
 
 
@@ -129,38 +123,22 @@ def test_resume_after_kill_gives_identical_results(data_dir, tmp_path, method_na
 
 
 def test_four_devices_match_one_device(data_dir, tmp_path):
-    """Data parallelism over 4 (forced) CPU devices gives the 1-device loss trajectory for the same global batch;
-    a global batch the devices cannot split is refused clearly."""
-    code = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {os.path.join(REPO, 'tests')!r})
-        import jax
-        from conftest import tiny_config
-        from adagc_jax import train, parallel
-        assert jax.device_count() == 4, jax.devices()
-        out = {{}}
-        for n in (1, 4):
-            r = train.train_and_evaluate(tiny_config({str(data_dir)!r}, num_devices=n), {str(tmp_path)!r} + f"/d{{n}}")
-            out[n] = {{"loss": [h["train_loss"] for h in r["history"]], "val": [h["val_mAP"] for h in r["history"]],
-                       "test": r["test"]["mAP"]}}
-        try:
-            train.train_and_evaluate(tiny_config({str(data_dir)!r}, batch_size=30), {str(tmp_path)!r} + "/bad")
-            out["error"] = None
-        except parallel.DeviceConfigError as e:
-            out["error"] = str(e)
-        print("RESULT" + json.dumps(out))
-    """)
-    proc = run_python(code, env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.split("RESULT", 1)[1])
-    np.testing.assert_allclose(out["4"]["loss"], out["1"]["loss"], rtol=1e-4)
-    np.testing.assert_allclose(out["4"]["val"], out["1"]["val"], atol=2e-3)
-    assert "batch_size=30 is not divisible by the 4 devices" in out["error"]
+    """Data parallelism over 4 (forced, conftest) CPU devices gives the 1-device loss trajectory for the same global
+    batch; a global batch the devices cannot split is refused clearly."""
+    assert jax.device_count() == 4, jax.devices()
+    out = {}
+    for n in (1, 4):
+        r = train.train_and_evaluate(tiny_config(data_dir, num_devices=n), str(tmp_path / f"d{n}"))
+        out[n] = {"loss": [h["train_loss"] for h in r["history"]], "val": [h["val_mAP"] for h in r["history"]]}
+    np.testing.assert_allclose(out[4]["loss"], out[1]["loss"], rtol=1e-4)
+    np.testing.assert_allclose(out[4]["val"], out[1]["val"], atol=2e-3)
+    with pytest.raises(DeviceError, match="batch_size=30 is not divisible by the 4 devices"):
+        train.train_and_evaluate(tiny_config(data_dir, batch_size=30, num_devices=4), str(tmp_path / "bad"))
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
     """A loss that turns NaN in epoch 2 stops the run at that step; epoch 1's checkpoint survives, untouched."""
-    an = methods.get_method("an")
+    an = methods.METHODS["an"]
 
     def nan_from_epoch_2(logits, targets, ctx):
         loss, aux = an.loss(logits, targets, ctx)

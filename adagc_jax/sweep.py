@@ -1,4 +1,4 @@
-"""The benchmark runner (configs/benchmark.py): trains each (method, seed) in its own sub-workdir, one after another,
+"""The sweep runner (configs/benchmark.py, `runner='sweep'`): trains each (method, seed) in its own sub-workdir, one after another,
 and gathers the results into <workdir>/results.md and results.csv.
 
 Each run is an ordinary train.train_and_evaluate run of the benchmark config with `method` and `seed` set (the
@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from adagc_jax import config_utils, methods, parallel
+from adagc_jax.errors import NonFiniteLossError
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -26,11 +27,9 @@ def selected_methods(config) -> list[str]:
     """benchmark.methods as a list in table order; ('all',) -> every method of METHOD.md section 8."""
     names = list(config.benchmark.methods)
     if names in ([], ["all"]):
-        return list(methods.METHOD_ORDER)
-    unknown = [n for n in names if n not in methods.METHODS]
-    if unknown:
-        raise config_utils.ConfigError(f"benchmark.methods: unknown method(s) {unknown}; valid methods: "
-                                       f"{list(methods.METHOD_ORDER)} (or 'all'), joined by '+'")
+        return list(methods.METHODS)
+    for name in names:
+        config_utils.lookup(methods.METHODS, name, "benchmark.methods")
     if len(set(names)) != len(names):
         raise config_utils.ConfigError(f"benchmark.methods lists a method twice: {names}")
     return names
@@ -41,6 +40,7 @@ def run_config(config, method: str, seed: int):
     c = config.copy_and_resolve_references()
     with c.unlocked():
         del c["benchmark"]
+        c.runner = "train"
         c.method = method
         c.seed = int(seed)
     return c
@@ -105,7 +105,7 @@ def _row(method: str, seed: int, results: dict | None, status: str = "ok") -> di
 
 def run(config, workdir: str) -> list[dict]:
     """Trains (or reads) every selected (method, seed) and writes the tables; returns one row per run."""
-    from adagc_jax import train  # jax/TF imports
+    from adagc_jax import config_checks, train  # jax/TF imports
 
     names = selected_methods(config)
     seeds = [int(s) for s in config.benchmark.seeds]
@@ -113,7 +113,7 @@ def run(config, workdir: str) -> list[dict]:
         raise config_utils.ConfigError("benchmark.seeds is empty")
     plan = [(m, s, run_config(config, m, s)) for m in names for s in seeds]
     for _, _, c in plan:  # every run's config is checked before the first one trains
-        train.validate_config(c)
+        config_checks.validate_config(c)
     os.makedirs(workdir, exist_ok=True)
 
     rows = []
@@ -131,7 +131,7 @@ def run(config, workdir: str) -> list[dict]:
             _log(f"[{i}/{len(plan)}] {method} seed {seed} -> {path}")
             try:
                 rows.append(_row(method, seed, train.train_and_evaluate(c, path)))
-            except train.NonFiniteLossError as e:
+            except NonFiniteLossError as e:
                 # One diverging baseline must not stop the others; the table says which one failed.
                 _log(f"{method} seed {seed} stopped: {e}")
                 rows.append(_row(method, seed, None, status="non-finite loss"))
