@@ -183,8 +183,10 @@ class _ResNet(nn.Module):
         2017, "Accurate, Large Minibatch SGD"; torchvision's `zero_init_residual`; the flax ImageNet example). Each
         block then starts as its shortcut, which eases early training. Default True.
       dtype: computation dtype; params stay float32 and logits are float32.
-    Padding follows torchvision (symmetric 3 / 1 / 1 pixels for the 7x7 conv, the max-pool and the 3x3 convs), so a
-    ResNet with stem='imagenet', 3 bands and 1000 classes has torchvision's parameter count.
+    Padding follows torchvision (symmetric 3 / 1 / 1 pixels for the 7x7 conv, the max-pool and the 3x3 convs; flax's
+    'SAME' would pad (2, 3) / (0, 1) on even sizes and shift every output by a pixel), so a ResNet with
+    stem='imagenet', 3 bands and 1000 classes has torchvision's parameter count and, with torchvision's weights put
+    in place by adagc_jax.pretrained.load, computes torchvision's logits.
     """
 
     num_classes: int

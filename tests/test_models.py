@@ -1,5 +1,6 @@
 """Tests of adagc_jax/models.py: shapes and dtypes, initial probabilities 0.5, the zero-head saddle, BatchNorm
-train/eval semantics, torchvision parameter counts, zero-init residual blocks, the registry, bfloat16 compute.
+train/eval semantics, torchvision parameter counts and padding, zero-init residual blocks, the registry, bfloat16
+compute.
 
 Kept fast on 2 CPU cores: small inputs (8-32 px, batch 2), jax.eval_shape where only shapes matter, each real
 model initialised once (module fixtures), and 'rbg' PRNG keys for initialisation: with JAX's default partitionable
@@ -154,6 +155,77 @@ def test_zero_head_is_a_saddle_the_default_head_escapes():
     np.testing.assert_array_equal(zero_head_grad, 0.0)
     _, default_grad = conv_gradient(models.HEAD_INIT_STD)
     assert float(jnp.abs(default_grad).max()) > 1e-6
+
+
+# --- torchvision-equivalent padding ------------------------------------------------------------------------------
+# ImageNet weights (adagc_jax/pretrained.py) reproduce torchvision only if every strided layer pads as torchvision
+# does: symmetrically, 3 pixels for the 7x7/2 stem conv, 1 for the 3x3/2 max-pool and the 3x3/2 convs. flax's
+# 'SAME' would pad (2, 3) / (0, 1) on even sizes and shift every output by one input pixel. A centred one-hot
+# ("delta") kernel makes the alignment visible: with symmetric padding a stride-2 conv returns x[::2, ::2], with
+# 'SAME' x[1::2, 1::2]. (benchmarks/check_pretrained_torch.py compares whole models with torchvision itself.)
+
+
+def _delta_variables(abstract, deltas):
+    """Variables with every kernel and BN shift zero, BN scale 1 and running (mean, var) = (0, 1), except the
+    kernels named in `deltas` (path -> (h, w) centre), which map input channel 0 to output channel 0."""
+    def fill(path, leaf):
+        name = path[-1].key
+        return np.ones(leaf.shape, np.float32) if name in ("scale", "var") else np.zeros(leaf.shape, np.float32)
+
+    variables = jax.tree_util.tree_map_with_path(fill, abstract)
+    for path, (h, w) in deltas.items():
+        node = variables["params"]
+        for key in path:
+            node = node[key]
+        node["kernel"][h, w, 0, 0] = 1.0
+    return variables
+
+
+def _max_pool_3x3_stride2_pad1(a):
+    """torchvision's MaxPool2d(3, stride=2, padding=1) on (B, H, W): implicit -inf padding, symmetric."""
+    padded = np.pad(a, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    rows, cols = (a.shape[1] - 1) // 2 + 1, (a.shape[2] - 1) // 2 + 1
+    return np.stack([np.stack([padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2)) for j in range(cols)],
+                              axis=1) for i in range(rows)], axis=1)
+
+
+def _call_output(intermediates, *path):
+    node = intermediates
+    for key in path:
+        node = node[key]
+    return np.asarray(node["__call__"][0])
+
+
+def test_resnet_imagenet_stem_and_strided_conv_pad_like_torchvision():
+    # ResNet-18 on 32 px: stem conv 32 -> 16, max-pool 16 -> 8, stage 1's first 3x3 conv 8 -> 4. With all other
+    # kernels zero, BatchNorm is x / sqrt(1 + eps) and the stage-0 blocks pass their (non-negative) input through.
+    model = models.get_model("resnet18", 2, stem="imagenet")
+    abstract = _abstract_variables(model, (32, 32, 3))
+    variables = _delta_variables(abstract, {("stem_conv",): (3, 3), ("stage1_block0", "conv1"): (1, 1)})
+    x = np.asarray(_images(3, (2, 32, 32, 3)))
+    _, state = jax.jit(lambda v, x: model.apply(v, x, train=False, capture_intermediates=True,
+                                                mutable=["intermediates"]))(variables, x)
+    inter = state["intermediates"]
+
+    stem = _call_output(inter, "stem_conv")[..., 0]
+    np.testing.assert_allclose(stem, x[:, ::2, ::2, 0], atol=1e-6)  # 'SAME' would give x[:, 1::2, 1::2, 0]
+    bn = np.maximum(stem / np.sqrt(1.0 + models.BN_EPSILON), 0.0)
+    pooled = _call_output(inter, "stage0_block1")[..., 0]
+    np.testing.assert_allclose(pooled, _max_pool_3x3_stride2_pad1(bn), rtol=1e-6, atol=1e-6)
+    strided = _call_output(inter, "stage1_block0", "conv1")[..., 0]
+    np.testing.assert_allclose(strided, pooled[:, ::2, ::2], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(strided, pooled[:, 1::2, 1::2], atol=1e-3)  # the two alignments really differ here
+
+
+def test_bottleneck_strided_conv_pads_like_torchvision():
+    block = models.BottleneckBlock(filters=4, strides=2)
+    x = np.asarray(_images(4, (2, 8, 8, 16)))
+    abstract = jax.eval_shape(lambda x: block.init(_fast_key(0), x, train=False), x)
+    variables = _delta_variables(abstract, {("conv1",): (0, 0), ("conv2",): (1, 1)})
+    _, state = block.apply(variables, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+    inter = state["intermediates"]
+    before = np.maximum(_call_output(inter, "bn1")[..., 0], 0.0)
+    np.testing.assert_allclose(_call_output(inter, "conv2")[..., 0], before[:, ::2, ::2], rtol=1e-6, atol=1e-6)
 
 
 # --- parameter counts --------------------------------------------------------------------------------------------
