@@ -35,6 +35,8 @@ def init_sums(aux_keys=()) -> dict:
         "examples": 0.0,
         "observed_fit": 0.0,  # sum over examples of p(observed positive) (trigger signal `observed_fit`)
         "observed_rows": 0.0,
+        # rows whose observed positive is the argmax of the predictions (trigger signal `observed_top1`, rule `act`)
+        "observed_top1": 0.0,
         "unobserved_mass": 0.0,  # sum of p over unobserved entries (trigger signal `unobserved_mass`)
         "unobserved_entries": 0.0,
     }
@@ -112,6 +114,9 @@ def make_train_step(config, model, method: methods.Method, optimizer: optax.Grad
             "examples": jnp.float32(observed.shape[0]),
             "observed_fit": jnp.sum(observed * probs),
             "observed_rows": jnp.sum(has_observed),
+            # argmax takes the first class on ties; a row counts when that class is its observed positive.
+            "observed_top1": jnp.sum(observed * jax.nn.one_hot(jnp.argmax(probs, axis=-1), observed.shape[-1],
+                                                               dtype=observed.dtype)),
             "unobserved_mass": jnp.sum((1.0 - observed) * probs),
             "unobserved_entries": jnp.sum(1.0 - observed),
             **prep_aux,
