@@ -94,7 +94,7 @@ def prepare(builder, dataset_config, log=None) -> list[str]:
         return []
     name = builder.name
     if name in GENERATED_DATASETS:
-        return _prepare_once(builder, dataset_config, None, log)
+        return _prepare_once(builder, None, log)
     manual_dir = os.path.expanduser(dataset_config.manual_dir) if dataset_config.manual_dir else ""
     instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", "") or ""
     if not manual_dir:
@@ -103,7 +103,7 @@ def prepare(builder, dataset_config, log=None) -> list[str]:
             f"Download the published files yourself and pass --config.dataset.manual_dir=<folder>.\n{instructions}")
     if not os.path.isdir(manual_dir):
         raise DatasetError(f"dataset.manual_dir={manual_dir!r} does not exist.\n{instructions}")
-    return _prepare_once(builder, dataset_config, manual_dir, log)
+    return _prepare_once(builder, manual_dir, log)
 
 
 # An `incomplete.*` folder younger than this may belong to a preparation running right now in a process that does
@@ -111,7 +111,7 @@ def prepare(builder, dataset_config, log=None) -> list[str]:
 ORPHAN_MIN_AGE_S = 600.0
 
 
-def _prepare_once(builder, dataset_config, manual_dir: str | None, log) -> list[str]:
+def _prepare_once(builder, manual_dir: str | None, log) -> list[str]:
     """download_and_prepare under a per-dataset lock, after removing the unfinished preparations of killed runs.
 
     TFDS writes into `<data_dir>/<name>/<config>/incomplete.XXXXXX_<version>/` and renames it when done; it
@@ -248,7 +248,7 @@ def _dataset_error(err: BaseException, builder, manual_dir: str | None) -> Datas
         text = text[len(builder.name) + 2:]
     if isinstance(cause, common.CorruptFileError):
         return DatasetError(
-            f"{doing}: {cause.path} cannot be decoded ({cause.reason}). Replace it with an intact copy from the "
+            f"{doing}: {cause.path} cannot be decoded ({cause.reason.rstrip('.')}). Replace it with an intact copy from the "
             f"published release (an interrupted download or unpacking is the usual cause), or {SKIP_CORRUPT_HINT}. "
             f"{nothing}")
     if isinstance(cause, common.FileContentError):

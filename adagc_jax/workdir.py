@@ -68,7 +68,10 @@ class WorkdirLock:
         if self._fd is not None:
             return self.notice
         check_writable(self.workdir)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise WorkdirError(_unwritable_message(self.path, e).replace("workdir", "lock file", 1)) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -191,9 +194,10 @@ def _unwritable_message(path: str, e: OSError) -> str:
         errno.ENOSPC: "no space left on the device",
         errno.EDQUOT: "the disk quota is exceeded",
     }.get(e.errno, e.strerror or str(e))
-    return (f"workdir {path} cannot be created or written: {reason} ({e.__class__.__name__}"
-            f"{f', errno {e.errno}' if e.errno else ''}{f' at {e.filename}' if e.filename else ''}). Give --workdir "
-            "a folder you can write to, or fix its permissions or free space.")
+    where = f" at {e.filename}" if e.filename and os.path.abspath(str(e.filename)) != path else ""
+    code = f" (errno {e.errno}{where})" if e.errno else where
+    return (f"workdir {path} cannot be created or written: {reason}{code}. Give --workdir a folder you can write "
+            "to, or fix its permissions or free space.")
 
 
 # -- resuming with another config ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """adagc_jax.checkpoint on small pytrees (no training): round trip, a damaged newest checkpoint, write errors."""
 
 import errno
+import gc
 import glob
 import os
 import subprocess
@@ -14,6 +15,13 @@ from adagc_jax import checkpoint, errors
 # A failed TensorStore read leaves orbax's sibling read coroutines un-awaited; pytest reports them as unraisable
 # warnings (a plain Python run prints nothing). They are expected in the damaged-checkpoint tests.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(autouse=True)
+def _collect_abandoned_reads():
+    """Collects those coroutines here, under the filter above, not during a later test file."""
+    yield
+    gc.collect()
 
 
 def state(scale: float, n: int = 1000):
