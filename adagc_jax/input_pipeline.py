@@ -12,9 +12,15 @@ Determinism, so that a resumed run replays exactly what an uninterrupted run saw
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import fcntl
 import importlib
 import os
+import re
+import shutil
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -74,15 +80,21 @@ def get_builder(dataset_config):
         raise DatasetError(f"cannot build dataset {full_name!r}: {e}") from e
 
 
-def prepare(builder, dataset_config) -> None:
+def prepare(builder, dataset_config, log=None) -> list[str]:
     """Makes sure the dataset is prepared in data_dir: generated ones are built on the spot, real ones from
-    the user's manual_dir (never downloaded)."""
+    the user's manual_dir (never downloaded).
+
+    Returns one-line notices for the caller to print (also passed to `log` as they happen, when given): waiting
+    for another process preparing the same dataset, unfinished preparations of killed runs removed, files skipped
+    by skip_corrupt. Every error of the builders' data (a corrupt, wrong or missing file, an unknown label, a
+    missing column...) and every file-system error (permissions, no space) is raised as ONE DatasetError that
+    says what, which file and how to fix; the original exception is its __cause__.
+    """
     if builder.is_prepared():
-        return
+        return []
     name = builder.name
     if name in GENERATED_DATASETS:
-        _prepare_once(builder)
-        return
+        return _prepare_once(builder, None, log)
     manual_dir = os.path.expanduser(dataset_config.manual_dir) if dataset_config.manual_dir else ""
     instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", "") or ""
     if not manual_dir:
@@ -91,18 +103,197 @@ def prepare(builder, dataset_config) -> None:
             f"Download the published files yourself and pass --config.dataset.manual_dir=<folder>.\n{instructions}")
     if not os.path.isdir(manual_dir):
         raise DatasetError(f"dataset.manual_dir={manual_dir!r} does not exist.\n{instructions}")
-    _prepare_once(builder, tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return _prepare_once(builder, manual_dir, log)
 
 
-def _prepare_once(builder, download_config=None) -> None:
-    """download_and_prepare, tolerating a second process that prepared the same dataset at the same time (e.g. two
-    runs of a sweep started together): TFDS writes into a temporary folder and renames it, and the loser's rename
-    fails although the dataset is complete."""
+# An `incomplete.*` folder younger than this may belong to a preparation running right now in a process that does
+# not take our lock (e.g. the TFDS one-liner of docs/datasets.md), so it is left alone.
+ORPHAN_MIN_AGE_S = 600.0
+
+
+def _prepare_once(builder, manual_dir: str | None, log) -> list[str]:
+    """download_and_prepare under a per-dataset lock, after removing the unfinished preparations of killed runs.
+
+    TFDS writes into `<data_dir>/<name>/<config>/incomplete.XXXXXX_<version>/` and renames it when done; it
+    removes that folder when preparation fails with an exception, but a killed process (kill -9, out of memory,
+    power loss) leaves it behind, and for reBEN it can hold many GB. Which of these folders are orphans? The lock
+    (an flock on `.prepare_<version>.lock` in that folder, released by the kernel when its process dies) makes
+    every preparation started through this function wait for the one running, so once we hold it, no such
+    preparation is writing; the age rule (nothing inside modified for ORPHAN_MIN_AGE_S) also spares a preparation
+    started outside this function. The lock also means two runs of a sweep started together prepare once: the
+    second waits, then finds the dataset prepared.
+    """
+    notices = []
+
+    def notice(line):
+        notices.append(line)
+        if log is not None:
+            log(line)
+
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     try:
-        builder.download_and_prepare(download_config=download_config)
-    except FileExistsError:
-        if not type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root).is_prepared():
+        folder = os.path.dirname(builder.data_dir)
+        os.makedirs(folder, exist_ok=True)
+        with _prepare_lock(folder, str(builder.version), builder.name, notice):
+            if builder.is_prepared():  # another process finished it while we waited
+                builder.info.read_from_directory(builder.data_dir)
+                return notices
+            removed = remove_orphans(folder, str(builder.version))
+            if removed:
+                notice(f"removed {len(removed)} unfinished preparation(s) of {builder.name} left by a run that was "
+                       f"killed: {', '.join(removed)}")
+            try:
+                builder.download_and_prepare(download_config=download_config)
+            except FileExistsError:
+                # A process that does not take the lock prepared the same dataset at the same time: the loser's
+                # rename fails although the dataset is complete.
+                if not type(builder)(config=builder.builder_config, data_dir=builder.data_dir_root).is_prepared():
+                    raise
+                builder.info.read_from_directory(builder.data_dir)
+    except Exception as e:  # pylint: disable=broad-except  # only data and file errors are translated
+        translated = _dataset_error(e, builder, manual_dir)
+        if translated is None:
             raise
+        raise translated from e
+    skipped = skipped_files(builder)
+    if skipped:
+        notice(describe_skipped(skipped))
+    return notices
+
+
+@contextlib.contextmanager
+def _prepare_lock(folder: str, version: str, name: str, notice):
+    fd = os.open(os.path.join(folder, f".prepare_{version}.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            notice(f"waiting for another process that is preparing {name} in {folder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                raise
+            # No file locks on this filesystem: the age rule alone protects other preparations.
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_orphans(folder: str, version: str, min_age_s: float | None = None) -> list[str]:
+    """Deletes TFDS's unfinished `incomplete.XXXXXX_<version>` folders in `folder` (one builder config) in which
+    nothing was modified for `min_age_s` (default ORPHAN_MIN_AGE_S); returns their paths. Other versions and
+    anything else are left alone."""
+    min_age_s = ORPHAN_MIN_AGE_S if min_age_s is None else min_age_s
+    pattern = re.compile(r"incomplete\.[A-Z0-9]{6}_" + re.escape(version))
+    removed = []
+    now = time.time()
+    for entry in sorted(os.listdir(folder)):
+        path = os.path.join(folder, entry)
+        if not pattern.fullmatch(entry) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        if now - _newest_mtime(path) < min_age_s:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _newest_mtime(path: str) -> float:
+    newest = os.lstat(path).st_mtime
+    for root, dirs, files in os.walk(path):
+        for entry in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(root, entry)).st_mtime)
+            except OSError:
+                pass  # removed while we looked
+    return newest
+
+
+def skipped_files(builder) -> list[str]:
+    """The files a `skip_corrupt=True` preparation left out (full paths), as recorded in the prepared dataset's
+    metadata.json (`<data_dir>/<name>/<config>/<version>/metadata.json`, key 'skipped'); [] when none."""
+    try:
+        skipped = builder.info.metadata.get("skipped", []) if builder.info.metadata else []
+    except AttributeError:
+        return []
+    return [str(s["file"]) if isinstance(s, dict) else str(s) for s in skipped]
+
+
+def describe_skipped(files: list[str], shown: int = 5) -> str:
+    """'skipped 3 unreadable files: a.jpg, b.jpg, c.jpg' (file names only, the first `shown`)."""
+    names = [os.path.basename(f) for f in files]
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return (f"skipped {len(names)} unreadable file{'s' if len(names) != 1 else ''} (skip_corrupt=True): "
+            f"{', '.join(names[:shown])}{more}")
+
+
+SKIP_CORRUPT_HINT = ("re-run with --config.dataset.builder_config.skip_corrupt=True to skip unreadable files "
+                     "(they are listed in the prepared dataset's metadata.json and in the run's results)")
+
+
+def _dataset_error(err: BaseException, builder, manual_dir: str | None) -> DatasetError | None:
+    """The one DatasetError for an exception raised while preparing, None when it is not a data or file error
+    (a bug: it keeps its traceback). TFDS passes the builders' exceptions through unchanged (only example encoding
+    is wrapped, and that is a builder bug), but the chain is searched anyway."""
+    from adagc_jax.datasets import common  # pylint: disable=import-outside-toplevel  # registers every builder
+
+    cause = _find_in_chain(err, (common.CorruptFileError, common.FileContentError, FileNotFoundError, OSError))
+    if cause is None:
+        return None
+    name = builder.info.full_name
+    doing = f"preparing {name} from manual_dir={manual_dir}" if manual_dir else f"generating {name}"
+    nothing = f"The partial preparation was discarded; nothing was added to data_dir={builder.data_dir_root}."
+    text = str(cause)
+    if text.startswith(f"{builder.name}: "):
+        text = text[len(builder.name) + 2:]
+    if isinstance(cause, common.CorruptFileError):
+        return DatasetError(
+            f"{doing}: {cause.path} cannot be decoded ({cause.reason.rstrip('.')}). Replace it with an intact copy from the "
+            f"published release (an interrupted download or unpacking is the usual cause), or {SKIP_CORRUPT_HINT}. "
+            f"{nothing}")
+    if isinstance(cause, common.FileContentError):
+        text = " ".join(text.split())  # one paragraph, even from a multi-line library message
+        return DatasetError(
+            f"{doing}: {text.rstrip('.')}. Fix or replace that file (the builder reads the published release as "
+            f"it is; layout and sources: docs/datasets.md). {nothing}")
+    if isinstance(cause, FileNotFoundError):
+        # missing_data_message: what is missing on the first lines, then the expected layout.
+        lines = text.split("\n")
+        head = [lines[0].rstrip(".")] + [line.rstrip(".") for line in lines[1:] if line.startswith("Missing: ")]
+        layout = [line for line in lines[1:] if not line.startswith("Missing: ")]
+        return DatasetError(
+            f"{doing}: {'. '.join(head)}. Put the missing files in place, or point --config.dataset.manual_dir at "
+            f"the folder that holds them. {nothing}" + ("\n" + "\n".join(layout) if layout else ""))
+    if cause.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = cause.filename or builder.data_dir_root
+        return DatasetError(
+            f"{doing}: no space left on the device writing {where}{_free_space(builder.data_dir_root)}. Free "
+            f"space, or set --config.dataset.data_dir to a folder on a larger disk. {nothing}")
+    if cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "the filesystem is read-only" if cause.errno == errno.EROFS else "permission denied"
+        return DatasetError(
+            f"{doing}: cannot read or write {cause.filename or builder.data_dir_root}: {reason}. Make manual_dir "
+            f"readable and data_dir writable, or set --config.dataset.data_dir to a writable folder. {nothing}")
+    return None
+
+
+def _find_in_chain(err: BaseException, types: tuple):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, types):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _free_space(path: str) -> str:
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    try:
+        return f" ({shutil.disk_usage(path).free / 2**20:.1f} MiB free there)"
+    except OSError:
+        return ""
 
 
 def dataset_info(builder, dataset_config) -> DatasetInfo:

@@ -6,7 +6,14 @@ labels below are worked out by hand from that file list.
 """
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,9 +24,13 @@ import tensorflow_datasets as tfds
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
 import builder_helpers
+from adagc_jax import input_pipeline
 from adagc_jax.datasets import aid_multilabel, common, make_dummy_data
+from adagc_jax.errors import DatasetError
+from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 DUMMY = Path(aid_multilabel.__file__).parent / "dummy_data" / "aid_multilabel"
+REPO = Path(__file__).resolve().parents[1]
 L = {name: i for i, name in enumerate(aid_multilabel.CLASS_NAMES)}
 
 # Hand-written positives of the 12 dummy images (make_dummy_data.AID_LABELS, re-typed).
@@ -210,11 +221,11 @@ def test_user_table_replaces_lift(tmp_path):
 def test_user_table_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"airport": "grasss", "beach": "sea", "park": "trees"}')
-    with pytest.raises(ValueError, match="'grasss'.*airplane, bare-soil"):
+    with dataset_error(common.FileContentError, r"'grasss'.*airplane, bare-soil", RELEASE_HINT):
         prepare(tmp_path / "data", DUMMY, aid_multilabel.make_config(dominant_table=str(bad)))
     partial = tmp_path / "partial.json"
     partial.write_text('{"airport": "airplane"}')
-    with pytest.raises(ValueError, match="lacks scenes present in the data: beach, park"):
+    with dataset_error(common.FileContentError, "lacks scenes present in the data: beach, park", RELEASE_HINT):
         prepare(tmp_path / "data", DUMMY,
                 aid_multilabel.make_config(dominant_table=str(partial)))
 
@@ -264,7 +275,7 @@ def test_missing_manual_dir_names_layout_and_source(tmp_path):
         if manual.name == "unrelated":
             manual.mkdir()
             (manual / "readme.txt").write_text("not the data")
-        with pytest.raises(FileNotFoundError) as info:
+        with pytest.raises(DatasetError) as info:  # a missing folder is caught before the builder runs
             prepare(tmp_path / "data", manual)
         message = str(info.value)
         assert "images_tr/<Scene>/<scene>_<n>.jpg" in message
@@ -275,7 +286,7 @@ def test_missing_manual_dir_names_layout_and_source(tmp_path):
 def test_missing_image_is_named(tmp_path):
     manual = copy_dummy(tmp_path)
     (manual / "images_tr" / "Beach" / "beach_2.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match="beach_2"):
+    with dataset_error(FileNotFoundError, r"Missing: image beach_2\.jpg", MISSING_HINT):
         prepare(tmp_path / "data", manual)
     assert_nothing_prepared(tmp_path / "data")
 
@@ -286,13 +297,20 @@ def test_corrupt_image_stops_cleanly_or_is_skipped(tmp_path):
     original = bad.read_bytes()
     bad.write_bytes(original[: len(original) // 2])
     data_dir = tmp_path / "data"
-    with pytest.raises(common.CorruptFileError, match="park_181.jpg"):
+    # A truncated JPEG: TF's "Invalid JPEG data" is reported as a dataset error, with the way around it.
+    with dataset_error(common.CorruptFileError,
+                       rf"{bad} cannot be decoded \(jpeg::Uncompress failed\. Invalid JPEG data", SKIP_HINT) as info:
         prepare(data_dir, manual)
+    assert "function_node" not in str(info.value) and "[Op:" not in str(info.value)
     # The error came while writing the test split, after train and validation were written:
     # TFDS wrote into a temporary folder and deleted it, so nothing looks prepared.
     assert_nothing_prepared(data_dir)
 
-    skipping = prepare(data_dir, manual, aid_multilabel.make_config(skip_corrupt=True))
+    config = aid_multilabel.make_config(skip_corrupt=True)
+    skipping = tfds.builder("aid_multilabel", config=config, data_dir=str(data_dir))
+    notices = input_pipeline.prepare(skipping, types.SimpleNamespace(manual_dir=str(manual)))
+    assert notices == ["skipped 1 unreadable file (skip_corrupt=True): park_181.jpg"]
+    assert input_pipeline.skipped_files(skipping) == [str(bad)]
     test = read_split(skipping, "test")
     assert [e["name"] for e in test] == ["airport_81", "beach_81"]
     assert [e["id"] for e in test] == [0, 1]
@@ -302,6 +320,8 @@ def test_corrupt_image_stops_cleanly_or_is_skipped(tmp_path):
     reloaded = tfds.builder("aid_multilabel", config=aid_multilabel.make_config(
         skip_corrupt=True), data_dir=str(data_dir))
     assert reloaded.info.metadata["skipped"][0]["file"] == str(bad)
+    assert input_pipeline.skipped_files(reloaded) == [str(bad)]
+    assert input_pipeline.prepare(reloaded, None) == []  # prepared: nothing to do, nothing to say again
 
     bad.write_bytes(original)  # a later run with the file repaired builds normally
     assert prepare(data_dir, manual).info.splits["test"].num_examples == 3
@@ -312,7 +332,7 @@ def test_wrong_size_or_band_count_is_named(tmp_path, shape):
     manual = copy_dummy(tmp_path)
     bad = manual / "images_test" / "Airport" / "airport_81.jpg"
     bad.write_bytes(tf.io.encode_jpeg(np.full(shape, 90, np.uint8)).numpy())
-    with pytest.raises(common.FileContentError, match=r"airport_81\.jpg.*\(600, 600, 3\)"):
+    with dataset_error(common.FileContentError, r"airport_81\.jpg.*\(600, 600, 3\)", RELEASE_HINT):
         prepare(tmp_path / "data", manual, aid_multilabel.make_config(skip_corrupt=True))
     assert_nothing_prepared(tmp_path / "data", aid_multilabel.make_config(skip_corrupt=True))
 
@@ -321,8 +341,114 @@ def test_unknown_label_name_is_named_with_the_valid_ones(tmp_path):
     manual = copy_dummy(tmp_path)
     csv = manual / "multilabel.csv"
     csv.write_text(csv.read_text().replace(",grass,", ",grasss,", 1))
-    with pytest.raises(ValueError, match=r"'grasss'.*airplane, bare-soil, buildings"):
+    with dataset_error(common.FileContentError, r"'grasss'.*airplane, bare-soil, buildings", RELEASE_HINT):
         prepare(tmp_path / "data", manual)
+
+
+def test_duplicated_image_is_named(tmp_path):
+    manual = copy_dummy(tmp_path)
+    shutil.copy(manual / "images_tr" / "Beach" / "beach_1.jpg", manual / "images_test" / "Beach" / "beach_1.jpg")
+    with dataset_error(common.FileContentError, r"Image 'beach_1' appears twice: .*beach_1\.jpg and .*beach_1\.jpg",
+                       RELEASE_HINT):
+        prepare(tmp_path / "data", manual)
+    assert_nothing_prepared(tmp_path / "data")
+
+
+def test_missing_label_column_is_named(tmp_path):
+    manual = copy_dummy(tmp_path)
+    csv = manual / "multilabel.csv"
+    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    column = rows[0].index("sand")
+    csv.write_text("\n".join(",".join(r[:column] + r[column + 1:]) for r in rows) + "\n")
+    with dataset_error(common.FileContentError, r"multilabel\.csv must have each of the 17 labels exactly once; "
+                       r"missing: \['sand'\]", RELEASE_HINT):
+        prepare(tmp_path / "data", manual)
+
+
+def test_remove_orphans_takes_only_old_unfinished_folders_of_this_version(tmp_path):
+    old = tmp_path / "incomplete.AB12CD_1.0.0"
+    (old / "sub").mkdir(parents=True)
+    (old / "sub" / "shard").write_text("x")
+    fresh = tmp_path / "incomplete.ZZ99ZZ_1.0.0"
+    fresh.mkdir()
+    busy = tmp_path / "incomplete.BUSY00_1.0.0"  # old folder, but a file inside was just written
+    busy.mkdir()
+    other_version = tmp_path / "incomplete.QQ11QQ_2.0.0"
+    other_version.mkdir()
+    finished, unrelated = tmp_path / "1.0.0", tmp_path / "incomplete.notours"
+    finished.mkdir()
+    unrelated.mkdir()
+    an_hour_ago = time.time() - 3600
+    for path in (old, old / "sub", old / "sub" / "shard", busy, other_version, finished, unrelated):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    (busy / "shard").write_text("x")
+    os.utime(busy, (an_hour_ago, an_hour_ago))
+    assert input_pipeline.remove_orphans(str(tmp_path), "1.0.0") == [str(old)]
+    assert not old.exists()
+    assert all(p.exists() for p in (fresh, busy, other_version, finished, unrelated))
+
+
+STALLED_PREPARE = """
+import sys, time, types
+import tensorflow_datasets as tfds
+from adagc_jax import input_pipeline
+from adagc_jax.datasets import aid_multilabel
+original = aid_multilabel._read_checked_jpeg
+def stall(path):
+    if path.name == "park_181.jpg":  # in the test split, written last
+        print("generating", flush=True)
+        time.sleep(300)
+    return original(path)
+aid_multilabel._read_checked_jpeg = stall
+tfds.disable_progress_bar()
+builder = tfds.builder("aid_multilabel", data_dir=sys.argv[1])
+input_pipeline.prepare(builder, types.SimpleNamespace(manual_dir=sys.argv[2]))
+"""
+
+
+def test_a_killed_preparation_is_waited_for_and_its_orphan_removed(tmp_path, monkeypatch):
+    """A real kill -9 in the middle of generation: a second run waits on the prepare lock while the first is
+    alive, then removes the `incomplete.*` folder the killed one left and prepares the dataset."""
+    data_dir = tmp_path / "data"
+    preparing = subprocess.Popen([sys.executable, "-c", STALLED_PREPARE, str(data_dir), str(DUMMY)], cwd=REPO,
+                                 stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    result, notices = {}, []
+
+    def second_run():
+        try:
+            builder = tfds.builder("aid_multilabel", data_dir=str(data_dir))
+            result["notices"] = input_pipeline.prepare(builder, types.SimpleNamespace(manual_dir=str(DUMMY)),
+                                                       log=notices.append)
+        except BaseException as e:  # pylint: disable=broad-except  # reported by the assertions below
+            result["error"] = e
+
+    thread = threading.Thread(target=second_run)
+    try:
+        lines = iter(preparing.stdout.readline, "")  # TFDS prints its own "Downloading and preparing" first
+        assert "generating" in (line.strip() for line in lines)
+        orphans = list((data_dir / "aid_multilabel" / "official").glob("incomplete.*_1.0.0"))
+        assert len(orphans) == 1 and orphans[0].is_dir()
+        monkeypatch.setattr(input_pipeline, "ORPHAN_MIN_AGE_S", 0.0)  # the orphan is seconds old here
+        thread.start()
+        deadline = time.monotonic() + 120
+        while not notices and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert notices and notices[0].startswith("waiting for another process that is preparing aid_multilabel")
+        assert thread.is_alive() and orphans[0].exists()
+        preparing.send_signal(signal.SIGKILL)
+        preparing.wait(timeout=30)
+        thread.join(timeout=300)
+        assert not thread.is_alive() and "error" not in result, result.get("error")
+    finally:
+        if preparing.poll() is None:
+            preparing.kill()
+        preparing.wait(timeout=30)
+        preparing.stdout.close()
+    assert result["notices"][1:] == [
+        f"removed 1 unfinished preparation(s) of aid_multilabel left by a run that was killed: {orphans[0]}"]
+    assert not orphans[0].exists() and not list(data_dir.rglob("incomplete.*"))
+    prepared = tfds.builder("aid_multilabel", data_dir=str(data_dir))
+    assert prepared.is_prepared() and prepared.info.splits["test"].num_examples == 3
 
 
 def test_both_label_spellings_are_read():

@@ -6,6 +6,7 @@ Prepared from the dummy release in adagc_jax/datasets/dummy_data/reben: metadata
 (step = 120 / native size), so bilinear upsampling has a closed form checked below.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,10 @@ import tifffile
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
 import builder_helpers
+from adagc_jax import input_pipeline
 from adagc_jax.datasets import common, make_dummy_data, reben
+from adagc_jax.errors import DatasetError
+from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 DUMMY = Path(reben.__file__).parent / "dummy_data" / "reben"
 A = "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57"   # train
@@ -177,7 +181,7 @@ def test_parent_folder_is_accepted(tmp_path):
 
 
 def test_missing_manual_dir_names_layout_and_source(tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(DatasetError) as info:  # a missing folder is caught before the builder runs
         prepare(tmp_path / "data", tmp_path / "nowhere")
     assert "10.5281/zenodo.10891137" in str(info.value)
     assert "BigEarthNet-S2/<tile>/<patch_id>/<patch_id>_<band>.tif" in str(info.value)
@@ -188,8 +192,9 @@ def test_missing_band_file_is_named(tmp_path):
     manual = copy_dummy(tmp_path)
     missing = band_file(manual, D, "B09")
     missing.unlink()
-    with pytest.raises(FileNotFoundError, match=str(missing)):
+    with dataset_error(FileNotFoundError, f"Missing: {re.escape(str(missing))}", MISSING_HINT) as info:
         prepare(tmp_path / "data", manual)
+    assert "BigEarthNet-S2/<tile>/<patch_id>/<patch_id>_<band>.tif" in str(info.value)  # the layout follows
     assert_nothing_prepared(tmp_path / "data")
 
 
@@ -197,20 +202,21 @@ def test_corrupt_band_stops_cleanly_or_is_skipped(tmp_path):
     manual = copy_dummy(tmp_path)
     bad = band_file(manual, B, "B8A")
     bad.write_bytes(bad.read_bytes()[:4000])
-    with pytest.raises(common.CorruptFileError, match=str(bad)):
+    with dataset_error(common.CorruptFileError, f"{re.escape(str(bad))} cannot be decoded", SKIP_HINT):
         prepare(tmp_path / "data", manual)
     assert_nothing_prepared(tmp_path / "data")
     builder = prepare(tmp_path / "data", manual, reben.make_config(skip_corrupt=True))
     train = read_split(builder, "train")
     assert [(e["name"], e["id"]) for e in train] == [(A, 0)]
     assert [s["file"] for s in builder.info.metadata["skipped"]] == [str(bad)]
+    assert input_pipeline.skipped_files(builder) == [str(bad)]
 
 
 def test_corrupt_reference_map_is_named(tmp_path):
     manual = copy_dummy(tmp_path)
     bad = reben.map_path(manual, D)
     bad.write_bytes(bad.read_bytes()[:250])
-    with pytest.raises(common.CorruptFileError, match="reference_map.tif"):
+    with dataset_error(common.CorruptFileError, r"reference_map\.tif cannot be decoded", SKIP_HINT):
         prepare(tmp_path / "data", manual, "rgb")
     assert_nothing_prepared(tmp_path / "data", "rgb")
 
@@ -221,7 +227,7 @@ def test_wrong_band_size_or_count_is_named(tmp_path, shape):
     bad = band_file(manual, C, "B05")
     tifffile.imwrite(bad, np.ones(shape, np.uint16), photometric="minisblack",
                      planarconfig="contig")
-    with pytest.raises(common.FileContentError, match=r"B05\.tif.*60"):
+    with dataset_error(common.FileContentError, r"B05\.tif.*60", RELEASE_HINT):
         prepare(tmp_path / "data", manual)
     assert_nothing_prepared(tmp_path / "data")
 
@@ -232,7 +238,7 @@ def test_unknown_clc_code_is_named(tmp_path):
     codes = tifffile.imread(path)
     codes[0, :5] = 777
     tifffile.imwrite(path, codes, compression="zlib")
-    with pytest.raises(common.FileContentError, match=r"reference_map\.tif.*\[777\]"):
+    with dataset_error(common.FileContentError, r"reference_map\.tif.*\[777\]", RELEASE_HINT):
         prepare(tmp_path / "data", manual, "rgb")
 
 
@@ -242,9 +248,24 @@ def test_unknown_label_name_is_named_with_the_valid_ones(tmp_path):
     rows[0]["labels"].append("Arable Land")   # capital L: not a BEN-19 name
     schema = pq.read_schema(manual / "metadata.parquet")
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), manual / "metadata.parquet")
-    with pytest.raises(ValueError, match=r"'Arable Land'.*Urban fabric; Industrial"):
+    with dataset_error(common.FileContentError, r"'Arable Land'.*Urban fabric; Industrial", RELEASE_HINT):
         prepare(tmp_path / "data", manual)
     assert_nothing_prepared(tmp_path / "data")
+
+
+def test_missing_metadata_column_or_duplicated_patch_is_named(tmp_path):
+    manual = copy_dummy(tmp_path)
+    table = pq.read_table(manual / "metadata.parquet")
+    pq.write_table(table.drop(["split"]), manual / "metadata.parquet")
+    with dataset_error(common.FileContentError,
+                       r"metadata\.parquet as the reBEN metadata \(columns patch_id, labels, split\)", RELEASE_HINT):
+        prepare(tmp_path / "data", manual, "rgb")
+    rows = table.to_pylist()
+    pq.write_table(pa.Table.from_pylist(rows + rows[:1], schema=table.schema), manual / "metadata.parquet")
+    with dataset_error(common.FileContentError, rf"metadata\.parquet: patch {rows[0]['patch_id']} listed twice",
+                       RELEASE_HINT):
+        prepare(tmp_path / "data", manual, "rgb")
+    assert_nothing_prepared(tmp_path / "data", "rgb")
 
 
 def test_dummy_data_regenerate_identically(tmp_path):

@@ -18,6 +18,8 @@ import tifffile
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
 import builder_helpers
 from adagc_jax.datasets import common, make_dummy_data, ucm_multilabel
+from adagc_jax.errors import DatasetError
+from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 DUMMY = Path(ucm_multilabel.__file__).parent / "dummy_data" / "ucm_multilabel"
 IMAGES = Path("UCMerced_LandUse") / "Images"
@@ -155,7 +157,7 @@ def test_parent_folder_is_accepted(tmp_path):
 
 
 def test_missing_manual_dir_names_layout_and_source(tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(DatasetError) as info:  # a missing folder is caught before the builder runs
         prepare(tmp_path / "data", tmp_path / "nowhere")
     assert "UCMerced_LandUse/Images/<class>/<class>NN.tif" in str(info.value)
     assert "bigearth.net" in str(info.value)
@@ -165,13 +167,13 @@ def test_missing_manual_dir_names_layout_and_source(tmp_path):
 def test_missing_or_unlabelled_image_is_named(tmp_path):
     manual = copy_dummy(tmp_path)
     (manual / IMAGES / "beach" / "beach02.tif").unlink()
-    with pytest.raises(FileNotFoundError, match="beach02"):
+    with dataset_error(FileNotFoundError, r"Missing: UCMerced_LandUse/Images/<class>/beach02\.tif", MISSING_HINT):
         prepare(tmp_path / "data", manual)
     shutil.copy(manual / IMAGES / "beach" / "beach01.tif",
                 manual / IMAGES / "beach" / "beach02.tif")
     shutil.copy(manual / IMAGES / "beach" / "beach01.tif",
                 manual / IMAGES / "beach" / "beach07.tif")
-    with pytest.raises(common.FileContentError, match="beach07.tif"):
+    with dataset_error(common.FileContentError, r"Images without a row in .*: .*beach07\.tif", RELEASE_HINT):
         prepare(tmp_path / "data", manual)
     assert_nothing_prepared(tmp_path / "data")
 
@@ -183,7 +185,8 @@ def test_corrupt_tiff_stops_cleanly_or_is_skipped(tmp_path):
                  "harbor01"):
         path = manual / IMAGES / scene_of(name) / f"{name}.tif"
         path.write_bytes(path.read_bytes()[:300])
-    with pytest.raises(common.CorruptFileError, match=r"(agricultural|beach|harbor)0[01]\.tif"):
+    with dataset_error(common.CorruptFileError, r"(agricultural|beach|harbor)0[01]\.tif cannot be decoded",
+                       SKIP_HINT):
         prepare(tmp_path / "data", manual)
     assert_nothing_prepared(tmp_path / "data")
     config = ucm_multilabel.make_config(skip_corrupt=True)
@@ -203,7 +206,7 @@ def test_wrong_size_or_band_count_is_named(tmp_path, shape):
     manual = copy_dummy(tmp_path)
     path = manual / IMAGES / "harbor" / "harbor04.tif"
     tifffile.imwrite(path, np.zeros(shape, np.uint8), photometric="rgb")
-    with pytest.raises(common.FileContentError, match="harbor04.tif"):
+    with dataset_error(common.FileContentError, r"harbor04\.tif", RELEASE_HINT):
         prepare(tmp_path / "data", manual)
     assert_nothing_prepared(tmp_path / "data")
 
@@ -212,7 +215,7 @@ def test_unknown_label_name_is_named_with_the_valid_ones(tmp_path):
     manual = copy_dummy(tmp_path)
     txt = manual / "LandUse_Multilabeled.txt"
     txt.write_text(txt.read_text().replace("\tdock\t", "\tpier\t", 1))
-    with pytest.raises(ValueError, match=r"'pier'.*airplane, bare-soil"):
+    with dataset_error(common.FileContentError, r"'pier'.*airplane, bare-soil", RELEASE_HINT):
         prepare(tmp_path / "data", manual)
 
 

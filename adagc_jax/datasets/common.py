@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -61,11 +62,20 @@ class CorruptFileError(ValueError):
 
     def __init__(self, path: Path | str, reason: object):
         self.path = Path(path)
-        super().__init__(f"Cannot decode {path}: {reason}")
+        self.reason = _clean_reason(reason)
+        super().__init__(f"Cannot decode {path}: {self.reason}")
 
 
 class FileContentError(ValueError):
-    """A file decodes but has the wrong size, band count, dtype or values."""
+    """A file decodes but has the wrong size, band count, dtype or values, or a table names an unknown label,
+    scene or column."""
+
+
+def _clean_reason(reason: object) -> str:
+    """The decoder's message without TensorFlow's op decorations ('{{function_node ...}} ... [Op:DecodeImage]')."""
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(reason))
+    text = re.sub(r"\s*\[Op:\w+\].*$", "", text, flags=re.S)
+    return " ".join(text.split()) or type(reason).__name__
 
 
 def missing_data_message(dataset: str, where: Path | str, layout: str, published_at: str,
@@ -140,7 +150,7 @@ def label_index(name: str, class_names: Sequence[str], source: str) -> int:
     """Index of a label name (either spelling); unknown names are an error listing valid ones."""
     normalized = normalize_label_name(name)
     if normalized not in class_names:
-        raise ValueError(
+        raise FileContentError(
             f"Unknown label name {name!r} in {source}. Valid names (either '-' or ' ' between "
             f"words): {', '.join(class_names)}")
     return class_names.index(normalized)
@@ -157,7 +167,12 @@ def read_label_table(path: Path, class_names: Sequence[str],
     order would still give vectors in `class_names` order. Returns {file stem: uint8 (C,)}.
     """
     path = Path(path)
-    lines = [line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise FileContentError(f"Label table {path} is not a UTF-8 text file ({err.reason} at byte "
+                               f"{err.start}).") from err
+    lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise FileContentError(f"Label table {path} is empty.")
     separator = "\t" if "\t" in lines[0] else ","
@@ -268,13 +283,13 @@ def load_dominant_table(path: str | Path, scene_names: Sequence[str],
     except FileNotFoundError as err:
         raise FileNotFoundError(f"Dominant-label table {path} does not exist.") from err
     except json.JSONDecodeError as err:
-        raise ValueError(f"Dominant-label table {path} is not valid JSON: {err}") from err
+        raise FileContentError(f"Dominant-label table {path} is not valid JSON: {err}") from err
     if not isinstance(raw, Mapping):
-        raise ValueError(f"Dominant-label table {path} must be a JSON object scene -> labels.")
+        raise FileContentError(f"Dominant-label table {path} must be a JSON object scene -> labels.")
     scores = np.full((len(scene_names), len(class_names)), -np.inf)
     for scene, value in raw.items():
         if scene not in scene_names:
-            raise ValueError(f"Unknown scene {scene!r} in {path}. Valid scenes: "
+            raise FileContentError(f"Unknown scene {scene!r} in {path}. Valid scenes: "
                              f"{', '.join(scene_names)}")
         row = scores[scene_names.index(scene)]
         source = f"{path} (scene {scene!r})"
@@ -282,17 +297,17 @@ def load_dominant_table(path: str | Path, scene_names: Sequence[str],
             row[label_index(value, class_names, source)] = 1.0
         elif isinstance(value, Sequence):
             if len(value) != len(class_names):
-                raise ValueError(f"{source}: a list must have {len(class_names)} scores.")
+                raise FileContentError(f"{source}: a list must have {len(class_names)} scores.")
             row[:] = [float(v) for v in value]
         elif isinstance(value, Mapping):
             for label, score in value.items():
                 row[label_index(label, class_names, source)] = float(score)
         else:
-            raise ValueError(f"{source}: expected a label name, a list or an object.")
+            raise FileContentError(f"{source}: expected a label name, a list or an object.")
     uncovered = [scene_names[s] for s in sorted(set(int(s) for s in required_scenes))
                  if scene_names[s] not in raw]
     if uncovered:
-        raise ValueError(f"Dominant-label table {path} lacks scenes present in the data: "
+        raise FileContentError(f"Dominant-label table {path} lacks scenes present in the data: "
                          f"{', '.join(uncovered)}")
     return scores
 

@@ -307,7 +307,7 @@ def _read_metadata(path: Path) -> dict[str, dict[str, np.ndarray]]:
     except Exception as err:  # pylint: disable=broad-except  # pyarrow raises many types
         raise common.FileContentError(
             f"Cannot read {path} as the reBEN metadata (columns patch_id, labels, split): "
-            f"{err}") from err
+            f"{(str(err).strip().splitlines() or [type(err).__name__])[0]}") from err
     patches = {split: {} for split in common.SPLITS}
     for row in table.to_pylist():
         split = row["split"]
@@ -318,7 +318,7 @@ def _read_metadata(path: Path) -> dict[str, dict[str, np.ndarray]]:
         vector = np.zeros(len(CLASS_NAMES), np.uint8)
         for name in row["labels"]:
             if name not in CLASS_INDEX:
-                raise ValueError(
+                raise common.FileContentError(
                     f"Unknown label name {name!r} in {path} (patch {row['patch_id']}). "
                     f"Valid names: "
                     f"{'; '.join(CLASS_NAMES)}")
