@@ -4,9 +4,11 @@ ADAGC_DEBUG=1 asks for it; anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import tempfile
 import traceback
 
 from absl import flags
@@ -41,6 +43,37 @@ def report(error: UserError, debug: bool = False) -> int:
     return error.exit_code
 
 
+# Lines TensorFlow's C++ core prints while it loads, whatever TF_CPP_MIN_LOG_LEVEL says (they are logged before any
+# setting applies; no environment variable silences them, and turning oneDNN off to hide one would change results).
+TF_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called", "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions", "To enable the following instructions:",
+    "Unable to register cuDNN factory", "Unable to register cuFFT factory", "Unable to register cuBLAS factory",
+    "Could not find cuda drivers", "TF-TRT Warning: Could not find TensorRT",
+)
+
+
+@contextlib.contextmanager
+def tf_startup_quiet():
+    """Captures file descriptor 2 while TensorFlow is first imported and writes back every line that is not known
+    start-up noise (so real errors still show)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if not any(noise in line for noise in TF_STARTUP_NOISE):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
 def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -49,7 +82,8 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False) -> i
     """Trains and evaluates one run (config.runner='train') or a sweep of runs ('sweep'); returns the exit code."""
     from absl import logging
 
-    from adagc_jax import train  # after flag parsing: importing jax/TF is slow
+    with tf_startup_quiet():
+        from adagc_jax import train  # after flag parsing: importing jax/TF is slow
 
     # Orbax and TFDS log every save/read at INFO through absl, and TFDS repeats a deprecation WARNING of its own
     # internals for every feature; the run prints its own one line per epoch and raises real problems as errors.

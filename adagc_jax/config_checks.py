@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 from adagc_jax import config_utils, gc, input_pipeline, methods, models, noise, optim, trigger
 from adagc_jax.errors import ConfigError
@@ -18,6 +19,7 @@ TRIGGER_SIGNALS = ("observed_fit", "train_loss", "unobserved_mass")
 
 CHOICES = {
     "runner": ("train", "sweep"),
+    "resume": ("auto", "force"),
     "method": methods.METHODS,
     "noise": noise.NOISE_TYPES,
     "dataset.name": input_pipeline.DATASET_MODULES,
@@ -158,6 +160,12 @@ def validate_config(config) -> None:
     if config.optimizer.warmup_epochs > config.num_epochs:
         raise ConfigError(f"optimizer.warmup_epochs={config.optimizer.warmup_epochs} is longer than the run "
                           f"(num_epochs={config.num_epochs})")
+    path = config.model.get("pretrained", "")
+    if path and not os.path.isfile(os.path.expanduser(path)):
+        raise ConfigError(f"model.pretrained={path!r} does not exist; docs/pretrained.md says where to download "
+                          "ImageNet weights (nothing is downloaded for you)")
+    if path and config.model.get("stem") != "imagenet":
+        raise ConfigError("model.pretrained needs a ResNet with model.stem='imagenet' (the ImageNet weights' stem)")
     models.model_from_config(config.model, num_classes=1)  # unknown model options fail here, listing the valid ones
 
 

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adagc_jax import methods, models, optim, parallel, train_step as train_step_lib, trigger as trigger_lib
+from adagc_jax import (methods, models, optim, parallel, pretrained, reporting, train_step as train_step_lib,
+                       trigger as trigger_lib)
 from adagc_jax.state import TrainState
 
 
@@ -39,6 +40,8 @@ class Experiment:
         config = self.config
         init_key, method_key, step_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
         variables = models.init_variables(self.model, init_key, self.info.image_shape)
+        if config.model.get("pretrained"):
+            variables = pretrained.load(config.model.pretrained, variables, log=reporting.log)
         params, batch_stats = variables["params"], variables.get("batch_stats", {})
         data = methods.DataInfo(num_train=self.info.num_examples["train"], num_classes=self.info.num_classes,
                                 observed=observed, label_cardinality=label_cardinality)

@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from adagc_jax import config_utils, methods, parallel
+from adagc_jax import config_utils, methods, parallel, workdir
 from adagc_jax.errors import NonFiniteLossError
 
 RESULTS_MD = "results.md"
@@ -50,28 +50,14 @@ def run_dir(workdir: str, method: str, seed: int) -> str:
     return os.path.join(workdir, method, f"seed_{seed}")
 
 
-def _flatten(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-# Keys that change how a run is logged, checkpointed or diagnosed, never the trained model or its final metrics.
-RESULT_NEUTRAL_KEYS = ("log.", "checkpoint.", "eval.test_every_epoch", "eval.train_diagnostics")
-
-
 def _check_finished_run(path: str, saved: dict, current: dict) -> None:
-    """A finished run is reused only if its config agrees on every key both configs have (keys that only one
-    has come from another code version and are ignored, and so are RESULT_NEUTRAL_KEYS)."""
-    saved, current = _flatten(saved), _flatten(current)
-    differ = sorted(k for k in saved.keys() & current.keys()
-                    if saved[k] != current[k] and not k.startswith(RESULT_NEUTRAL_KEYS))
+    """A finished run is reused only if its config agrees on every key both configs have, except the keys that
+    cannot change the trained model (workdir.MODEL_NEUTRAL_KEYS); keys that only one has come from another code
+    version and are ignored."""
+    differ = [(k, a, b) for k, a, b in workdir.compare_configs(saved, current)
+              if not workdir.is_model_neutral(k) and workdir.ABSENT not in (a, b)]
     if differ:
-        details = ", ".join(f"{k}: {saved[k]!r} there, {current[k]!r} now" for k in differ[:5])
+        details = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, a, b in differ[:5])
         raise config_utils.ConfigError(
             f"the finished run in {path} was trained with another config ({details}"
             f"{', ...' if len(differ) > 5 else ''}); delete it to retrain, or use another --workdir")

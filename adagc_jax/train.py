@@ -18,7 +18,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from adagc_jax import (checkpoint, config_checks, evaluate, experiment, input_pipeline, noise, parallel, plots,
-                       reporting, train_step as train_step_lib)
+                       reporting, train_step as train_step_lib, workdir as workdir_lib)
 from adagc_jax.errors import ConfigError, NonFiniteLossError
 
 validate_config = config_checks.validate_config
@@ -43,6 +43,8 @@ class Run:
     ckpt: checkpoint.Checkpointer
     writer: reporting.TensorBoard
     history: list = dataclasses.field(default_factory=list)
+    resumes: list = dataclasses.field(default_factory=list)  # config changes accepted on resume (num_epochs, forced)
+    skipped_files: list = dataclasses.field(default_factory=list)  # unreadable files left out (skip_corrupt)
     timing: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(
         ("setup_s", "train_s", "eval_s", "checkpoint_s", "plot_s"), 0.0))
     start_epoch: int = 1
@@ -61,7 +63,10 @@ def setup(config, workdir: str) -> Run:
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
 
     builder = input_pipeline.get_builder(config.dataset)
-    input_pipeline.prepare(builder, config.dataset)
+    input_pipeline.prepare(builder, config.dataset, log=reporting.log)
+    skipped = input_pipeline.skipped_files(builder)
+    if skipped:
+        reporting.log(input_pipeline.describe_skipped(skipped))
     info = input_pipeline.dataset_info(builder, config.dataset)
     pipeline = input_pipeline.InputPipeline(builder, config, info, jax.process_index(), jax.process_count())
     steps_per_epoch = pipeline.steps_per_epoch()
@@ -76,27 +81,35 @@ def setup(config, workdir: str) -> Run:
     state = exp.initial_state(observed, label_cardinality=float(train_table["labels"].sum(axis=1).mean()))
     run = Run(config=config, workdir=workdir, exp=exp, pipeline=pipeline, state=state, observed=observed,
               trigger=experiment.make_trigger(config), ckpt=checkpoint.Checkpointer(workdir, config.checkpoint.keep),
-              writer=reporting.TensorBoard(workdir, parallel.is_main_process()))
+              writer=reporting.TensorBoard(workdir, parallel.is_main_process()), skipped_files=skipped)
     _resume(run)
     run.timing["setup_s"] += time.perf_counter() - start
     return run
 
 
 def _resume(run: Run) -> None:
-    latest = run.ckpt.latest_epoch()
-    if latest is None:
+    """Continues from the newest readable checkpoint, if any: refuses a config that would train another model
+    (workdir.check_resume), skips a damaged checkpoint for the previous one, and records what changed."""
+    found = run.ckpt.latest_host()
+    if found is None:
         return
-    run.state, host, tables = run.ckpt.restore(latest, run.state)
-    saved_config = host.get("config", {})
-    if saved_config and saved_config != _config_dict(run.config):
-        reporting.log(f"WARNING: the config differs from the one saved in {run.ckpt.directory}; resuming with the "
-                      "new one")
+    epoch, host = found
+    check = workdir_lib.check_resume(host.get("config", {}), _config_dict(run.config),
+                                     force=run.config.resume == "force", resumed_epoch=epoch,
+                                     checkpoint_dir=run.ckpt.directory)
+    restored = run.ckpt.restore_latest(run.state)
+    for notice in check.notices + restored.notices:
+        reporting.log(notice)
+    run.state, host = restored.state, restored.host
     run.history = host["history"]
+    run.resumes = host.get("resumes", [])
+    if check.history_record():
+        run.resumes.append({"epoch": restored.epoch, **check.history_record()})
     run.timing["train_s"] = host["train_seconds"]
     run.trigger.load_state_dict(host["trigger"])
-    run.observed = tables["observed"]
-    run.start_epoch = latest + 1
-    reporting.log(f"Resumed from {run.ckpt.directory} at epoch {latest}")
+    run.observed = restored.tables["observed"]
+    run.start_epoch = restored.epoch + 1
+    reporting.log(f"Resumed from {run.ckpt.directory} at epoch {restored.epoch}")
 
 
 def _config_dict(config) -> dict:
@@ -221,7 +234,7 @@ def save_checkpoint(run: Run, epoch: int) -> None:
     so that they show what the checkpoint holds."""
     start = time.perf_counter()
     host = {"epoch": epoch, "history": run.history, "train_seconds": run.timing["train_s"],
-            "trigger": run.trigger.state_dict(), "config": _config_dict(run.config)}
+            "trigger": run.trigger.state_dict(), "config": _config_dict(run.config), "resumes": run.resumes}
     run.ckpt.save(epoch, run.state, host, {"observed": run.observed})
     run.timing["checkpoint_s"] += time.perf_counter() - start
     write_plots(run)
@@ -263,7 +276,8 @@ def final_results(run: Run) -> dict:
                     # For methods without GC the trigger only runs as a diagnostic: the epoch it WOULD have fired.
                     "switches_gc": exp.method.uses_gc_weight},
         "dataset": {"name": info.name, "num_examples": info.num_examples, "class_names": list(info.class_names),
-                    "image_shape": list(info.image_shape)},
+                    "image_shape": list(info.image_shape), "skipped_files": run.skipped_files},
+        "resumes": run.resumes,
         "config": _config_dict(config),
         "versions": reporting.versions(),
         "train_time_s": train_s,
@@ -277,7 +291,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     validate_config(config)
     # TF feeds data only: it must never take the accelerator's memory (style rule 6).
     tf.config.set_visible_devices([], "GPU")
-    os.makedirs(workdir, exist_ok=True)
+    if parallel.is_main_process():
+        lock = workdir_lib.WorkdirLock(workdir)  # one run per workdir; a second one fails at once
+        notice = lock.acquire()
+        if notice:
+            reporting.log(notice)
+    else:  # the main process holds the lock for the whole job
+        lock = None
+        workdir_lib.check_writable(workdir)
+    try:
+        return _train_and_evaluate(config, workdir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
     run = setup(config, workdir)
     main = parallel.is_main_process()
     if main:

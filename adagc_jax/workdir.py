@@ -38,10 +38,11 @@ LOCK_NAME = ".lock"
 # many devices share the work and the evaluation batch size.
 MODEL_NEUTRAL_KEYS = (
     "log.", "checkpoint.every_epochs", "checkpoint.keep", "eval.test_every_epoch", "eval.train_diagnostics",
-    "eval.every_epochs", "dataset.data_dir", "dataset.manual_dir", "resume", "num_devices", "eval_batch_size",
+    "eval.every_epochs", "eval.stall_epochs", "dataset.data_dir", "dataset.manual_dir", "resume", "runner",
+    "num_devices", "eval_batch_size",
 )
 
-_MISSING = "<absent>"
+ABSENT = "<absent>"  # the value compare_configs shows for a key one config lacks
 
 
 # -- one run per workdir ------------------------------------------------------------------------------------------
@@ -228,7 +229,7 @@ def compare_configs(saved: Mapping, current: Mapping) -> list[tuple]:
     a, b = flatten(saved), flatten(current)
     diffs = []
     for key in sorted(set(a) | set(b)):
-        left, right = a.get(key, _MISSING), b.get(key, _MISSING)
+        left, right = a.get(key, ABSENT), b.get(key, ABSENT)
         # True == 1 in Python; a flag that became a number (or back) still counts as a change.
         if left != right or isinstance(left, bool) != isinstance(right, bool):
             diffs.append((key, left, right))
@@ -306,4 +307,4 @@ def check_resume(saved: Mapping, current: Mapping, force: bool, *, resumed_epoch
 
 
 def _show(value) -> str:
-    return value if value == _MISSING else json.dumps(value)
+    return value if value == ABSENT else json.dumps(value)

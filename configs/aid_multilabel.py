@@ -29,7 +29,9 @@ optimizer, learning rate, batch size, epochs and seeds are NOT known here (DATAS
     of section 7 (the release has no areas; how the paper defined it is unknown);
   * ResNet-50 with global average pooling and a linear head: this project's reading of the paper's backbone;
     the specs themselves show ResNet-50 only in the SPML protocol the baselines follow (BASELINES.md section 1).
-    It is trained from scratch: no ImageNet weights exist in this project;
+    It is trained from scratch by default; ImageNet weights are one override,
+    `--config.model.pretrained=/path/resnet50.safetensors` (a file you download: docs/pretrained.md). The
+    documented numbers, when there are any, say which weights they used;
   * OUR choices (not from the paper): input 224 px (600 px resized with antialiasing; aitlas uses 256 -> 224
     crops, R4C 512, Cole et al. 448), Adam, learning rate 1e-3 with a 2-epoch warm-up and cosine decay, no
     weight decay, global batch 32, 100 epochs, eval batch 256, bfloat16 compute, decoded images cached in

@@ -35,6 +35,9 @@ def resnet(name="resnet50", stem="imagenet", dtype="bfloat16"):
         "zero_init_residual": True,
         "head_init_std": 0.01,
         "dtype": dtype,
+        # ImageNet weights from a torchvision / timm .safetensors file you downloaded ('' = from scratch);
+        # docs/pretrained.md says where to get them. Needs stem='imagenet'.
+        "pretrained": "",
     })
 
 
@@ -82,6 +85,9 @@ def training_config(args) -> ml_collections.ConfigDict:
         "stall_epochs": 5,
     })
     c.checkpoint = ml_collections.ConfigDict({"every_epochs": 1, "keep": 2})
+    # 'auto': resume from the workdir's checkpoint when its config trains the same model (else a clear error);
+    # 'force': resume even though keys that change the model differ (recorded in results.json's `resumes`).
+    c.resume = "auto"
     c.log = ml_collections.ConfigDict({"progress_bar": True, "every_steps": 10})
 
     # Baseline hyper-parameters (BASELINES.md; defaults = the official code's), one block per method of METHOD.md

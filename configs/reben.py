@@ -28,7 +28,9 @@ learning rate, batch size, epochs, subset and seeds are NOT known here (DATASETS
     `120_bilinear` train statistics (DATASETS.md 2.6, 2.9, 7); the Dominant label from the reference maps (7);
   * ResNet-50 with global average pooling and a linear head: this project's reading of the paper's backbone;
     the specs themselves show ResNet-50 only in the SPML protocol the baselines follow (BASELINES.md section 1).
-    It is trained from scratch: no ImageNet weights exist in this project (nor would they fit 12 bands);
+    It is trained from scratch by default; `--config.model.pretrained=/path/resnet50.safetensors` starts from
+    ImageNet weights you downloaded (docs/pretrained.md), the first convolution adapted from RGB to the 12 bands
+    as timm's adapt_input_conv does (RGB filters repeated, scaled by 3/12);
   * OUR choices (not from the paper): input 120 px (native 10 m grid, no resize), Adam, learning rate 1e-3 with
     a 1-epoch warm-up and cosine decay, no weight decay, global batch 256, 20 epochs, eval batch 512, bfloat16
     compute, no in-memory cache (the decoded train split is ~80 GB). AdaGC's own hyper-parameters (EMA momenta,
