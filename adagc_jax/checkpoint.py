@@ -50,10 +50,12 @@ class Restored:
 
 
 class Checkpointer:
-    def __init__(self, workdir: str, keep: int):
+    def __init__(self, workdir: str, keep: int | None):
+        """`keep`: how many of the newest checkpoints orbax keeps; None keeps all (the `act` trigger's warm-up,
+        which may roll back to any epoch; `prune` then trims them)."""
         self.workdir = os.path.abspath(workdir)
         self.directory = os.path.join(self.workdir, "checkpoints")
-        options = ocp.CheckpointManagerOptions(max_to_keep=max(1, int(keep)), enable_async_checkpointing=False,
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
                                                cleanup_tmp_directories=True)
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -135,6 +137,17 @@ class Checkpointer:
             f"interrupted copy), start over with a new --workdir, or delete {self.directory} to restart in this "
             "one. If the model's config changed since they were written, resume with the saved config (the "
             "workdir's config.json).")
+
+    def delete_after(self, epoch: int) -> None:
+        """Deletes every checkpoint of an epoch after `epoch` (a rollback discards them)."""
+        for step in self.all_epochs():
+            if step > epoch:
+                self._manager.delete(step)
+
+    def prune(self, keep: int) -> None:
+        """Keeps the newest `keep` checkpoints only."""
+        for step in self.all_epochs()[:-keep]:
+            self._manager.delete(step)
 
     def close(self) -> None:
         self._manager.close()

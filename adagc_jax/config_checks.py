@@ -15,7 +15,7 @@ from adagc_jax import config_utils, gc, input_pipeline, methods, models, noise, 
 from adagc_jax.errors import ConfigError
 
 # Signals the trigger can watch (train.epoch_record computes each from the step's sums).
-TRIGGER_SIGNALS = ("observed_fit", "train_loss", "unobserved_mass")
+TRIGGER_SIGNALS = ("observed_fit", "train_loss", "unobserved_mass", "observed_top1")
 
 CHOICES = {
     "runner": ("train", "sweep"),
@@ -157,6 +157,12 @@ def validate_config(config) -> None:
         raise ConfigError(f"model.widths={tuple(config.model.widths)} must be a non-empty list of positive ints")
     if config.trigger.rule == "fixed" and config.trigger.epoch < 1:
         raise ConfigError("trigger.rule='fixed' needs --config.trigger.epoch=<the epoch after which GC starts>")
+    if not config.trigger.act_windows or min(config.trigger.act_windows) < 2:
+        raise ConfigError(f"trigger.act_windows={tuple(config.trigger.act_windows)} must be window sizes >= 2")
+    if (config.trigger.rule == "act" and methods.METHODS[config.method].uses_gc_weight
+            and config.checkpoint.every_epochs != 1):
+        raise ConfigError("trigger.rule='act' rolls back to a warm-up epoch, so every epoch needs a checkpoint: "
+                          "set --config.checkpoint.every_epochs=1")
     if config.optimizer.warmup_epochs > config.num_epochs:
         raise ConfigError(f"optimizer.warmup_epochs={config.optimizer.warmup_epochs} is longer than the run "
                           f"(num_epochs={config.num_epochs})")

@@ -91,4 +91,4 @@ def make_trigger(config) -> trigger_lib.AdaptiveTrigger:
     max_epochs = t.max_epochs if t.max_epochs > 0 else max(1, config.num_epochs // 2)
     return trigger_lib.AdaptiveTrigger(rule=t.rule, window=t.window, eps=t.eps, min_epochs=t.min_epochs,
                                        max_epochs=max_epochs, epoch=t.epoch if t.epoch >= 0 else None,
-                                       rampup_epochs=config.gc.rampup_epochs)
+                                       rampup_epochs=config.gc.rampup_epochs, act_windows=tuple(t.act_windows))

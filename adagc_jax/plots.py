@@ -10,13 +10,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _series(history, key):
+def _series(history, key, rolled_back=False):
     """(epochs, values) of the records that have `key`; a None value (e.g. a precision without any prediction)
-    becomes NaN, a gap in the line rather than a straight segment across the epochs without a value."""
-    points = [(h["epoch"], float("nan") if h[key] is None else h[key]) for h in history if key in h]
+    becomes NaN, a gap in the line rather than a straight segment across the epochs without a value. Records of
+    epochs discarded by an `act` rollback are left out (or, with rolled_back=True, only they are returned)."""
+    points = [(h["epoch"], float("nan") if h[key] is None else h[key]) for h in history
+              if key in h and bool(h.get("rolled_back")) == rolled_back]
     if all(v != v for _, v in points):  # nothing to draw
         return [], []
     return [p[0] for p in points], [p[1] for p in points]
+
+
+def _shade_rollback(ax, history, keys):
+    """Shades the warm-up epochs an `act` rollback discarded and draws their values dotted (they were trained,
+    then re-run with GC from the trigger epoch)."""
+    discarded = [h["epoch"] for h in history if h.get("rolled_back")]
+    if not discarded:
+        return
+    ax.axvspan(min(discarded) - 0.5, max(discarded) + 0.5, color="grey", alpha=0.15,
+               label=f"rolled back (epochs {min(discarded)}-{max(discarded)})")
+    for key in keys:
+        xs, ys = _series(history, key, rolled_back=True)
+        if xs:
+            ax.plot(xs, ys, linestyle=":", color="grey", marker=".", alpha=0.8)
 
 
 def _fired_label(fired_epoch: int, gc_used: bool) -> str:
@@ -39,6 +55,8 @@ def plot_training(history: list[dict], path: str, title: str = "", fired_epoch=N
         xs, ys = _series(history, key)
         if xs:
             ax_map.plot(xs, ys, marker=".", label=label)
+    _shade_rollback(ax_loss, history, ["train_loss"])
+    _shade_rollback(ax_map, history, ["val_mAP", "test_mAP"])
     if fired_epoch is not None:
         for ax in (ax_loss, ax_map):
             ax.axvline(fired_epoch + 0.5, color="tab:red", linestyle="--", alpha=0.7,
@@ -76,6 +94,8 @@ def plot_diagnostics(history: list[dict], path: str, title: str = "", fired_epoc
         if xs:
             ax_val.plot(xs, ys, marker=".", label=label)
     ax_val.set_ylabel("mAP")
+    _shade_rollback(ax_signal, history, ["trigger_signal"])
+    _shade_rollback(ax_val, history, ["val_mAP"])
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -50,6 +50,12 @@ class Run:
     start_epoch: int = 1
 
     @property
+    def rolls_back(self) -> bool:
+        """Whether this run may roll back: the `act` trigger switching GC on (METHOD.md 6b); for methods without
+        GC the trigger only runs as a diagnostic."""
+        return self.config.trigger.rule == "act" and self.exp.method.uses_gc_weight
+
+    @property
     def reported(self) -> str:
         """The reported model: the teacher where the run has one, else the student (ARCHITECTURE.md)."""
         return "teacher" if self.config.ema.weights else "student"
@@ -80,8 +86,11 @@ def setup(config, workdir: str) -> Run:
     exp = experiment.build(config, info, steps_per_epoch, mesh)
     state = exp.initial_state(observed, label_cardinality=float(train_table["labels"].sum(axis=1).mean()))
     run = Run(config=config, workdir=workdir, exp=exp, pipeline=pipeline, state=state, observed=observed,
-              trigger=experiment.make_trigger(config), ckpt=checkpoint.Checkpointer(workdir, config.checkpoint.keep),
+              trigger=experiment.make_trigger(config), ckpt=None,
               writer=reporting.TensorBoard(workdir, parallel.is_main_process()), skipped_files=skipped)
+    # The act trigger may roll back to any warm-up epoch: keep every checkpoint until it fires (save_checkpoint
+    # prunes them to checkpoint.keep after that).
+    run.ckpt = checkpoint.Checkpointer(workdir, None if run.rolls_back else config.checkpoint.keep)
     _resume(run)
     run.timing["setup_s"] += time.perf_counter() - start
     return run
@@ -110,6 +119,8 @@ def _resume(run: Run) -> None:
     run.observed = restored.tables["observed"]
     run.start_epoch = restored.epoch + 1
     reporting.log(f"Resumed from {run.ckpt.directory} at epoch {restored.epoch}")
+    if run.rolls_back and run.trigger.needs_rollback:  # stopped between the act detection and its rollback
+        run.start_epoch = rollback(run)
 
 
 def _config_dict(config) -> dict:
@@ -170,13 +181,15 @@ def epoch_record(epoch, sums, steps, seconds, batch_size, gc_weight, signal_name
         "gc_weight": float(gc_weight),
         "observed_fit": ratio("observed_fit", "observed_rows"),
         "unobserved_mass": ratio("unobserved_mass", "unobserved_entries"),
+        "observed_top1": ratio("observed_top1", "observed_rows"),
         "images_per_s": steps * batch_size / seconds if seconds > 0 else None,
         "epoch_train_s": seconds,
     }
     an_key = "an_loss" if "an_loss" in sums else "loss"
     record["an_loss"] = ratio(an_key, "batches")
     record["trigger_signal"] = {"observed_fit": record["observed_fit"], "train_loss": record["an_loss"],
-                                "unobserved_mass": record["unobserved_mass"]}[signal_name]
+                                "unobserved_mass": record["unobserved_mass"],
+                                "observed_top1": record["observed_top1"]}[signal_name]
     if "diag_pl_true_positive" in sums:  # AdaGC: pseudo-labels at 0.5 against the hidden labels (unobserved entries)
         record["pseudo_label_precision"] = ratio("diag_pl_true_positive", "diag_pl_predicted_positive")
         record["pseudo_label_recall"] = ratio("diag_pl_true_positive", "diag_pl_hidden_positive")
@@ -215,9 +228,33 @@ def run_epoch(run: Run, epoch: int) -> dict:
     return record
 
 
+def rollback(run: Run) -> int:
+    """The act trigger's rollback (METHOD.md 6b): restores the complete state saved after epoch F (student,
+    teacher, optimizer, memory bank, visit counts, method state, RNG, observed table; the data order is seeded by
+    the epoch), marks the discarded epochs in the history (kept for the plots) and deletes their checkpoints.
+    Returns the epoch training continues with, F + 1.
+
+    Kill-safe: stopped before the deletion, a re-run resumes from the detection epoch's checkpoint, whose trigger
+    still asks for the rollback; stopped after it, a re-run resumes from epoch F with the trigger of epoch F and
+    replays the warm-up epochs, which are deterministic and detect again.
+    """
+    trigger = run.trigger
+    fired, detected = trigger.fired_epoch, trigger.detected_epoch
+    run.state, _, tables = run.ckpt.restore(fired, run.state)
+    run.observed = tables["observed"]
+    trigger.rollback()
+    for record in run.history:
+        if record["epoch"] > fired and not record.get("rolled_back"):
+            record["rolled_back"] = True
+    run.ckpt.delete_after(fired)
+    reporting.log(f"act trigger: detected at epoch {detected}; rolled back to epoch {fired} (epochs "
+                  f"{fired + 1}-{detected} are re-run with GC on)")
+    return fired + 1
+
+
 def stall_warning(history: list[dict], epochs: int) -> str | None:
     """A warning when validation mAP and training loss have not moved over the last `epochs` epochs (0 = off)."""
-    recent = [h for h in history if h.get("val_mAP") is not None][-(epochs + 1):]
+    recent = [h for h in history if h.get("val_mAP") is not None and not h.get("rolled_back")][-(epochs + 1):]
     if epochs <= 0 or len(recent) < epochs + 1:
         return None
     val = [h["val_mAP"] for h in recent]
@@ -236,6 +273,8 @@ def save_checkpoint(run: Run, epoch: int) -> None:
     host = {"epoch": epoch, "history": run.history, "train_seconds": run.timing["train_s"],
             "trigger": run.trigger.state_dict(), "config": _config_dict(run.config), "resumes": run.resumes}
     run.ckpt.save(epoch, run.state, host, {"observed": run.observed})
+    if run.rolls_back and run.trigger.fired and not run.trigger.needs_rollback:
+        run.ckpt.prune(run.config.checkpoint.keep)  # the warm-up checkpoints are no longer needed
     run.timing["checkpoint_s"] += time.perf_counter() - start
     write_plots(run)
 
@@ -271,8 +310,11 @@ def final_results(run: Run) -> dict:
     info = exp.info
     results.update({
         "history": run.history,
-        "trigger": {"fired_epoch": run.trigger.fired_epoch, "signal": list(run.trigger.history),
-                    "signal_name": config.trigger.signal,
+        "trigger": {"fired_epoch": run.trigger.fired_epoch, "detected_epoch": run.trigger.detected_epoch,
+                    "rule": config.trigger.rule, "act_fit": run.trigger.act_fit,
+                    # act: warm-up epochs trained twice (discarded by the rollback, then re-run with GC).
+                    "rolled_back_epochs": sum(1 for h in run.history if h.get("rolled_back")),
+                    "signal": list(run.trigger.history), "signal_name": config.trigger.signal,
                     # For methods without GC the trigger only runs as a diagnostic: the epoch it WOULD have fired.
                     "switches_gc": exp.method.uses_gc_weight},
         "dataset": {"name": info.name, "num_examples": info.num_examples, "class_names": list(info.class_names),
@@ -311,8 +353,10 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     main = parallel.is_main_process()
     if main:
         reporting.write_json(os.path.join(workdir, "config.json"), _config_dict(config))
-    for epoch in range(run.start_epoch, config.num_epochs + 1):
+    epoch = run.start_epoch
+    while epoch <= config.num_epochs:
         run_epoch(run, epoch)
+        epoch = rollback(run) if run.rolls_back and run.trigger.needs_rollback else epoch + 1
 
     results = final_results(run)
     write_plots(run)

@@ -72,6 +72,8 @@ def training_config(args) -> ml_collections.ConfigDict:
         "signal": "observed_fit", "rule": "slope", "window": 3, "eps": 0.1, "min_epochs": 2,
         "max_epochs": -1,  # -1: half of num_epochs
         "epoch": -1,  # rule 'fixed' only
+        # rule 'act' only (METHOD.md 6b): the slope windows; use it with signal='observed_top1' (a rising signal).
+        "act_windows": (3, 5, 7),
     })
 
     c.eval = ml_collections.ConfigDict({
