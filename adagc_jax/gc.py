@@ -35,6 +35,12 @@ def bce_with_logits(logits, targets):
     METHOD.md section 1 (notation). Computed with log_sigmoid so that it is
     finite and has the exact gradient sigmoid(s) - t even for |s| ~ 1e4.
     Targets may be fractional (Mixup, pseudo-labels).
+
+    The project's one BCE-with-logits (losses.full uses it too). Not
+    optax.sigmoid_binary_cross_entropy, although that is the same function:
+    it writes -t a - (1 - t) b instead of -(t a + (1 - t) b), and under jit
+    XLA's fused mean of the two expressions differs in the last bit on some
+    inputs (the GC and AN losses of this project's earlier runs would change).
     """
     logits = jnp.asarray(logits)
     targets = jnp.asarray(targets, logits.dtype)
@@ -42,8 +48,13 @@ def bce_with_logits(logits, targets):
              + (1.0 - targets) * jax.nn.log_sigmoid(-logits))
 
 
-def an_loss(logits, observed):
-    """Assume-negative loss L_AN = mean over b, c of BCE(s_bc, o_bc) (METHOD.md section 2)."""
+def log_sigmoid_an_loss(logits, observed):
+    """AdaGC's assume-negative loss L_AN = mean over b, c of BCE(s_bc, o_bc) (METHOD.md section 2).
+
+    The log-sigmoid BCE, finite for any logit and valid for Mixup's fractional
+    o~. Not the `an` baseline (losses.an: Cole et al.'s -log(p + 1e-5) form,
+    which caps each term at about 11.5).
+    """
     return jnp.mean(bce_with_logits(logits, observed))
 
 

@@ -95,7 +95,7 @@ class Method:
 
 
 def _an_loss(logits, targets, ctx):
-    return losses.an(logits, targets["observed"]), {}
+    return losses.mean_bc(losses.an(logits, targets["observed"])), {}
 
 
 def _full_targets(batch, ctx):
@@ -104,7 +104,7 @@ def _full_targets(batch, ctx):
 
 
 def _full_loss(logits, targets, ctx):
-    return losses.full(logits, targets["labels"]), {}
+    return losses.mean_bc(losses.full(logits, targets["labels"])), {}
 
 
 AN = Method(
@@ -163,7 +163,7 @@ def _adagc_targets(batch, ctx):
 def _adagc_loss(logits, targets, ctx):
     """L = (1 - w) L_AN + w L_GC on the (mixed) batch; w = gc_weight is a traced knob (METHOD.md section 4)."""
     weight = ctx.knobs["gc_weight"]
-    an = gc.an_loss(logits, targets["an_observed"])
+    an = gc.log_sigmoid_an_loss(logits, targets["an_observed"])
     gc_targets = {k: v for k, v in targets.items() if k != "an_observed"}
     calibrated = gc.gc_loss_from_targets(logits, gc_targets, ctx.config.gc.mode)
     return (1.0 - weight) * an + weight * calibrated, {"an_loss": an, "gc_loss": calibrated}
@@ -189,9 +189,10 @@ def observed_rows(batch) -> jnp.ndarray:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Baselines (METHOD.md section 8, defined in BASELINES.md; the losses are losses.py's). Hyper-parameters come from
-# config.losses.<name> (defaults = the official code's). Per-epoch schedules are knobs (traced, never recompiled);
-# per-dataset state (ROLE's Z, LL-Cp's and APL's observed tables) lives in method_params / method_state, so it is
-# replicated on the devices and checkpointed with the run.
+# config.losses.<name> (defaults = the official code's). losses.py returns the per-entry terms; each loss hook below
+# applies the official reduction (mean over B*C; Hill/SPLC: config's `reduction`; EPR/ROLE: + their regulariser).
+# Per-epoch schedules are knobs (traced, never recompiled); per-dataset state (ROLE's Z, LL-Cp's and APL's observed
+# tables) lives in method_params / method_state, so it is replicated on the devices and checkpointed with the run.
 
 
 def _hp(ctx, name):
@@ -232,15 +233,16 @@ def _table_targets(batch, ctx):
 # an_ls, wan, epr (Cole et al., BASELINES.md section 3)
 
 def _an_ls_loss(logits, targets, ctx):
-    return losses.an_ls(logits, targets["observed"], ls_coef=float(_hp(ctx, "an_ls").ls_coef)), {}
+    return losses.mean_bc(losses.an_ls(logits, targets["observed"], ls_coef=float(_hp(ctx, "an_ls").ls_coef))), {}
 
 
 def _wan_loss(logits, targets, ctx):
-    return losses.wan(logits, targets["observed"]), {}
+    return losses.mean_bc(losses.wan(logits, targets["observed"])), {}
 
 
 def _epr_loss(logits, targets, ctx):
-    return losses.epr(logits, targets["observed"], ctx.method_state["expected_num_pos"]), {}
+    terms, regulariser = losses.epr(logits, targets["observed"], ctx.method_state["expected_num_pos"])
+    return losses.mean_bc(terms) + regulariser, {}
 
 
 AN_LS = Method(name="an_ls", description="assume negative with label smoothing (Cole et al.)", loss=_an_ls_loss)
@@ -262,7 +264,8 @@ def _role_loss(logits, targets, ctx):
     # The gather makes Z's gradient dense with zero rows outside the batch: Adam's moments still move those rows,
     # as torch's Adam moves a dense Parameter (BASELINES.md section 3 and pitfall 5).
     label_logits = ctx.method_params["label_logits"][ctx.batch["id"]]
-    return losses.role(logits, targets["observed"], label_logits, ctx.method_state["expected_num_pos"]), {}
+    terms, regulariser = losses.role(logits, targets["observed"], label_logits, ctx.method_state["expected_num_pos"])
+    return losses.mean_bc(terms) + regulariser, {}
 
 
 def _role_optimizer(config, schedule):
@@ -291,7 +294,8 @@ def _ll_knobs(name):
 
 def _ll_loss(scheme):
     def loss(logits, targets, ctx):
-        return losses.ll(logits, targets["observed"], scheme, ctx.knobs["ll_rate"]), {}
+        # Mean over the same batch the k largest unobserved losses were selected in.
+        return losses.mean_bc(losses.ll(logits, targets["observed"], scheme, ctx.knobs["ll_rate"])), {}
     return loss
 
 
@@ -331,7 +335,7 @@ so released LL-Cp skips both the fixed k and the write and behaves exactly like 
 # em, em_apl (Zhou et al., BASELINES.md section 5)
 
 def _em_loss(logits, targets, ctx):
-    return losses.em(logits, targets["observed"], float(_hp(ctx, "em").alpha)), {}
+    return losses.mean_bc(losses.em(logits, targets["observed"], float(_hp(ctx, "em").alpha))), {}
 
 
 def _apl_init(config, data, rng):
@@ -343,7 +347,7 @@ def _apl_init(config, data, rng):
 
 def _apl_loss(logits, targets, ctx):
     hp = _hp(ctx, "em_apl")
-    return losses.em_apl(logits, targets["observed"], float(hp.alpha), float(hp.beta)), {}
+    return losses.mean_bc(losses.em_apl(logits, targets["observed"], float(hp.alpha), float(hp.beta))), {}
 
 
 def _apl_epoch_end(config, epoch, method_state, predict_train):
@@ -378,8 +382,9 @@ EM_APL = Method(
 
 def _hill_loss(logits, targets, ctx):
     hp = _hp(ctx, "hill")
-    return losses.hill(logits, targets["observed"], lamb=float(hp.lamb), margin=float(hp.margin),
-                       gamma=float(hp.gamma), reduction=hp.reduction), {}
+    terms = losses.hill(logits, targets["observed"], lamb=float(hp.lamb), margin=float(hp.margin),
+                        gamma=float(hp.gamma))
+    return losses.reduce(terms, hp.reduction), {}
 
 
 def _splc_knobs(config, epoch):
@@ -388,9 +393,9 @@ def _splc_knobs(config, epoch):
 
 def _splc_loss(logits, targets, ctx):
     hp = _hp(ctx, "splc")
-    return losses.splc(logits, targets["observed"], ctx.knobs["splc_epoch"], tau=float(hp.tau),
-                       change_epoch=int(hp.change_epoch), margin=float(hp.margin), gamma=float(hp.gamma),
-                       reduction=hp.reduction), {}
+    terms = losses.splc(logits, targets["observed"], ctx.knobs["splc_epoch"], tau=float(hp.tau),
+                        change_epoch=int(hp.change_epoch), margin=float(hp.margin), gamma=float(hp.gamma))
+    return losses.reduce(terms, hp.reduction), {}
 
 
 HILL = Method(name="hill", description="Hill loss: focal margin on positives, hill-shaped negatives (Zhang et al.)",
@@ -410,8 +415,9 @@ def _gr_knobs(config, epoch):
 
 def _gr_loss(logits, targets, ctx):
     hp, k = _hp(ctx, "gr"), ctx.knobs
-    return losses.gr_from_schedule(logits, targets["observed"], k["gr_w"], k["gr_b"], k["gr_mu"], k["gr_sigma"],
-                                   q2=float(hp.q2), q3=float(hp.q3)), {}
+    terms = losses.gr_from_schedule(logits, targets["observed"], k["gr_w"], k["gr_b"], k["gr_mu"], k["gr_sigma"],
+                                    q2=float(hp.q2), q3=float(hp.q3))
+    return losses.mean_bc(terms), {}
 
 
 GR = Method(name="gr", description="generalized robust loss with scheduled soft pseudo-labels and Gaussian "

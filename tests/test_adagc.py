@@ -64,10 +64,10 @@ def test_first_visit_writes_teacher_probs_and_loss_blends_an_and_gc(data_dir, gc
     # Without Mixup the step's loss is (1 - w) L_AN + w L_GC on the student's train-mode logits.
     logits, _ = model.apply(student_before, host["image"], train=True, mutable=["batch_stats"])
     pseudo = gc.pseudo_labels(teacher_probs, host["observed"])
-    expected = ((1 - gc_weight) * gc.an_loss(logits, host["observed"])
+    expected = ((1 - gc_weight) * gc.log_sigmoid_an_loss(logits, host["observed"])
                 + gc_weight * gc.gc_loss(logits, host["observed"], pseudo))
     assert float(sums["loss"]) == pytest.approx(float(expected), rel=1e-5)
-    assert float(sums["an_loss"]) == pytest.approx(float(gc.an_loss(logits, host["observed"])), rel=1e-5)
+    assert float(sums["an_loss"]) == pytest.approx(float(gc.log_sigmoid_an_loss(logits, host["observed"])), rel=1e-5)
 
 
 def test_second_visit_averages_with_m_p_and_teacher_follows_ema(data_dir):

@@ -53,14 +53,26 @@ def test_no_gradient_flows_into_pseudo_labels(mode):
     np.testing.assert_array_equal(grad_q, np.zeros((B, C), np.float32))
 
 
-def test_expected_mode_with_zero_pseudo_labels_is_an_loss():
+def test_expected_mode_with_zero_pseudo_labels_is_log_sigmoid_an_loss():
     logits, observed, _ = _random_case(3, logit_scale=4.0)
     loss = gc.gc_loss(logits, observed, jnp.zeros((B, C)), 'expected')
-    np.testing.assert_allclose(loss, gc.an_loss(logits, observed), rtol=1e-6)
+    np.testing.assert_allclose(loss, gc.log_sigmoid_an_loss(logits, observed), rtol=1e-6)
     # And, as a gradient: the assume-negative gradient p - o.
     np.testing.assert_allclose(
         gc.calibrated_gradient(logits, observed, jnp.zeros((B, C))),
         jax.nn.sigmoid(logits) - observed, rtol=1e-6)
+
+
+def test_bce_is_exact_for_saturated_logits_and_fractional_targets():
+    """The project's one BCE: finite value and gradient sigmoid(s) - t at |s| = 1e4, fractional t."""
+    logits = jnp.array([[1e4, -1e4, 1e4, -1e4, 0.0]])
+    targets = jnp.array([[0.3, 0.3, 1.0, 0.0, 0.25]])
+    values, vjp = jax.vjp(lambda s: gc.bce_with_logits(s, targets), logits)
+    # BCE(1e4, 0.3) = 0.7 * 1e4, BCE(-1e4, 0.3) = 0.3 * 1e4, exact targets cost 0, BCE(0, t) = ln 2.
+    np.testing.assert_allclose(values, [[7000.0, 3000.0, 0.0, 0.0, math.log(2.0)]], rtol=1e-6)
+    (grad,) = vjp(jnp.ones_like(logits))
+    # Exactly sigmoid(s) - t in float32 (sigmoid(+-1e4) is exactly 1 or 0).
+    np.testing.assert_array_equal(grad, np.float32([[1.0, 0.0, 1.0, 0.0, 0.5]]) - np.asarray(targets))
 
 
 def test_hard_mode_thresholds_at_tau():
@@ -87,7 +99,7 @@ def test_closed_form_values():
     np.testing.assert_allclose(
         gc.bce_with_logits(logits, jnp.array([[1.0, 0.5]])),
         [[ln2, 0.5 * math.log(16 / 3)]], rtol=1e-6)
-    np.testing.assert_allclose(gc.an_loss(logits, observed), 1.5 * ln2, rtol=1e-6)
+    np.testing.assert_allclose(gc.log_sigmoid_an_loss(logits, observed), 1.5 * ln2, rtol=1e-6)
     expected = {
         # mode: (loss, gradient per entry)
         'expected': ((ln2 + 0.5 * math.log(16 / 3)) / 2, [[-0.5, 0.25]]),

@@ -1,5 +1,7 @@
 """Tests for adagc_jax.losses against the test vectors of BASELINES.md section 10.
 
+The losses return per-entry (B, C) terms; the vectors are the official scalars, i.e. the terms reduced
+as methods.py reduces them (mean_bc; Hill/SPLC: reduce(..., 'sum'); EPR/ROLE: mean_bc + regulariser).
 The reference numbers were computed in float64 from the spec; float32 must match to rtol 1e-5,
 except vector C (1 - sigmoid(12) loses precision in float32), which uses rtol 2e-3.
 """
@@ -12,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adagc_jax import losses
+from adagc_jax import gc, losses
 
 RTOL = 1e-5
 RTOL_C = 2e-3
@@ -73,6 +75,20 @@ def _check(value, expected, rtol=RTOL):
     np.testing.assert_allclose(float(value), expected, rtol=rtol)
 
 
+def _official(name, terms, reduction='sum'):
+    """The official scalar of a loss's output (BASELINES.md section 11), reduced as methods.py does."""
+    if name in ('epr', 'role'):
+        per_entry, regulariser = terms
+        return losses.mean_bc(per_entry) + regulariser
+    if name in ('hill', 'splc'):
+        return losses.reduce(terms, reduction)
+    return losses.mean_bc(terms)
+
+
+def _loss(name, *args, reduction='sum', **kwargs):
+    return _official(name, losses.LOSSES[name](*args, **kwargs), reduction)
+
+
 # ----------------------------------------------------------------------------------------------
 # Cole et al.
 
@@ -87,29 +103,42 @@ def _check(value, expected, rtol=RTOL):
 )
 def test_cole_losses_match_vectors(loss_name, kwargs, expected):
     for name, value in expected.items():
-        _check(losses.LOSSES[loss_name](*VECTORS[name], **kwargs), value, _rtol(name))
+        _check(_loss(loss_name, *VECTORS[name], **kwargs), value, _rtol(name))
 
 
 def test_an_uses_epsilon_form_not_log_sigmoid():
     # On C the epsilon caps -log(1 - p) at ~11.5 (float32 official value 1.953946); log-sigmoid gives 2.1155.
-    np.testing.assert_allclose(float(losses.an(*C)), 1.953946, atol=2e-6)
-    np.testing.assert_allclose(float(losses.full(*C)), 2.115528626, rtol=RTOL)
+    np.testing.assert_allclose(float(losses.mean_bc(losses.an(*C))), 1.953946, atol=2e-6)
+    np.testing.assert_allclose(float(losses.mean_bc(losses.full(*C))), 2.115528626, rtol=RTOL)
+    # AdaGC's own AN (gc.log_sigmoid_an_loss) is the log-sigmoid one: `full` on the observed matrix.
+    np.testing.assert_allclose(float(gc.log_sigmoid_an_loss(*C)), 2.115528626, rtol=RTOL)
 
 
 @pytest.mark.parametrize('name, k, expected', [('A', 1.5, 0.04731912195), ('B', 2.9, 0.9887818284),
                                                ('C', 1.5, 0.00694213515), ('D', 1.9, 0.05315647739)])
 def test_epr_matches_vectors(name, k, expected):
-    _check(losses.epr(*VECTORS[name], expected_num_pos=k), expected, _rtol(name))
+    _check(_loss('epr', *VECTORS[name], expected_num_pos=k), expected, _rtol(name))
 
 
 @pytest.mark.parametrize('inputs, q, k, expected', [(A, QA, 1.5, 0.5659400017), (A, QA, 2.9, 0.6147675492),
                                                     (B, QB, 1.5, 1.877470765)])
 def test_role_total_matches_vectors(inputs, q, k, expected):
-    _check(losses.role(*inputs, label_logits=_logit32(q), expected_num_pos=k), expected)
+    _check(_loss('role', *inputs, label_logits=_logit32(q), expected_num_pos=k), expected)
+
+
+def test_epr_and_role_return_per_entry_terms_and_a_batch_regulariser():
+    terms, regulariser = losses.epr(*A, expected_num_pos=1.5)
+    assert terms.shape == A[0].shape and regulariser.shape == ()
+    # Only the observed positives have a per-entry term; R_k = ((1/B) sum p - k)^2 / C^2.
+    np.testing.assert_array_equal(np.asarray(terms) != 0, A[1] == 1)
+    p = 1.0 / (1.0 + np.exp(-A[0].astype(np.float64)))
+    np.testing.assert_allclose(float(regulariser), (p.sum() / 2 - 1.5) ** 2 / 16, rtol=1e-6)
+    terms, regulariser = losses.role(*A, label_logits=_logit32(QA), expected_num_pos=1.5)
+    assert terms.shape == A[0].shape and regulariser.shape == ()
 
 
 def test_role_gradients_follow_stop_gradient_placement():
-    grad_x, grad_z = jax.grad(losses.role, argnums=(0, 2))(A[0], A[1], _logit32(QA), 1.5)
+    grad_x, grad_z = jax.grad(functools.partial(_loss, 'role'), argnums=(0, 2))(A[0], A[1], _logit32(QA), 1.5)
     expected_x = [[-7.61066909e-03, 6.69564404e-06, 6.85624471e-03, -2.83716567e-03],
                   [-2.20066129e-03, -1.82007122e-02, -4.00896433e-03, -3.77353995e-03]]
     expected_z = [[-0.00357379, 0.00538667, -0.00046813, 0.00476265],
@@ -160,11 +189,23 @@ def test_role_init_from_previous_estimates_is_clamped_logit():
 )
 def test_ll_matches_table(name, rate, loss_r, loss_ct, flips):
     logits, observed = VECTORS[name]
-    _check(losses.ll(logits, observed, 'R', rate), loss_r)
-    _check(losses.ll(logits, observed, 'Ct', rate), loss_ct)
+    _check(losses.mean_bc(losses.ll(logits, observed, 'R', rate)), loss_r)
+    _check(losses.mean_bc(losses.ll(logits, observed, 'Ct', rate)), loss_ct)
     flip_mask = losses.ll_cp_flips(logits, observed, rate)
     assert flip_mask.dtype == jnp.bool_
     assert [tuple(ij) for ij in np.argwhere(np.asarray(flip_mask))] == flips
+
+
+def test_ll_terms_reject_or_correct_the_largest_unobserved_entries():
+    # A at rate 0.25: k = 2; the two largest unobserved BCE terms, (0, 2) and (1, 3), are modified.
+    logits, observed = A
+    base = np.where(observed == 1, np.logaddexp(0, -logits), np.logaddexp(0, logits))
+    corrected = np.where(observed == 1, np.logaddexp(0, logits), np.logaddexp(0, -logits))
+    modified = np.zeros_like(observed, bool)
+    modified[0, 2] = modified[1, 3] = True
+    np.testing.assert_allclose(losses.ll(logits, observed, 'R', 0.25), np.where(modified, 0.0, base), rtol=1e-6)
+    np.testing.assert_allclose(losses.ll(logits, observed, 'Ct', 0.25), np.where(modified, corrected, base),
+                               rtol=1e-6)
 
 
 def test_ll_rate_reproduces_float64_subtraction():
@@ -191,7 +232,7 @@ def test_ll_schedule_with_traced_rate_does_not_retrace():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def step(logits, observed, rate):
-        return losses.ll(logits, observed, 'R', rate), losses.ll_cp_flips(logits, observed, rate)
+        return losses.mean_bc(losses.ll(logits, observed, 'R', rate)), losses.ll_cp_flips(logits, observed, rate)
 
     for epoch, k in zip(range(1, 11), [0, 1, 2, 2, 3, 4, 4, 5, 6, 6]):
         rate = jnp.float32(losses.ll_rate(epoch, 0.002))
@@ -213,7 +254,7 @@ def test_ll_unknown_scheme_lists_valid_ones():
 @pytest.mark.parametrize('name, alpha, expected', [('A', 0.1, 0.001575666123), ('B', 0.2, 0.6864769691),
                                                    ('C', 0.1, -0.01155762591), ('D', 0.01, 0.02314674265)])
 def test_em_matches_vectors(name, alpha, expected):
-    _check(losses.em(*VECTORS[name], alpha=alpha), expected, _rtol(name))
+    _check(_loss('em', *VECTORS[name], alpha=alpha), expected, _rtol(name))
 
 
 OBS_B_SOFT = np.array([[0, -0.05, 1], [1, 0, -0.2], [-0.01, 1, 0]], np.float32)
@@ -231,7 +272,7 @@ OBS_D_SOFT[0, 3], OBS_D_SOFT[1, 0], OBS_D_SOFT[2, 2], OBS_D_SOFT[3, 1] = -0.03, 
     ],
 )
 def test_em_apl_matches_table(logits, observed, alpha, beta, expected):
-    _check(losses.em_apl(logits, observed, alpha=alpha, beta=beta), expected)
+    _check(_loss('em_apl', logits, observed, alpha=alpha, beta=beta), expected)
 
 
 def test_apl_update_selection_vector():
@@ -275,11 +316,11 @@ def test_gr_schedule_with_linear_init_epochs():
 @pytest.mark.parametrize('name, epoch, expected', [('A', 1, 0.3776561954), ('B', 8, 1.075845468),
                                                    ('C', 1, 0.6591891809), ('D', 4, 0.4319849097)])
 def test_gr_matches_vectors(name, epoch, expected):
-    _check(losses.gr(*VECTORS[name], epoch=epoch, num_epochs=8), expected, _rtol(name))
+    _check(_loss('gr', *VECTORS[name], epoch=epoch, num_epochs=8), expected, _rtol(name))
 
 
 def test_gr_gradient_holds_k_and_v_constant():
-    grad = jax.grad(losses.gr)(A[0], A[1], 1, 8)
+    grad = jax.grad(functools.partial(_loss, 'gr'))(A[0], A[1], 1, 8)
     expected = [[-0.01490036, 0.01077703, 0.02025267, -0.00847795],
                 [0.01662399, -0.02280319, -0.00125439, 0.02012188]]
     np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-8)
@@ -289,15 +330,15 @@ def test_gr_and_splc_accept_traced_epoch():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def gr_d(epoch):
-        return losses.gr(*D, epoch=epoch, num_epochs=8)
+        return _loss('gr', *D, epoch=epoch, num_epochs=8)
 
     @jax.jit
     @chex.assert_max_traces(n=1)
     def splc_a(epoch):
-        return losses.splc(*A, epoch=epoch)
+        return _loss('splc', *A, epoch=epoch)
 
     _check(gr_d(jnp.int32(4)), 0.4319849097)
-    _check(gr_d(jnp.int32(1)), float(losses.gr(*D, epoch=1, num_epochs=8)))
+    _check(gr_d(jnp.int32(1)), float(_loss('gr', *D, epoch=1, num_epochs=8)))
     _check(splc_a(jnp.int32(0)), 0.7330743382)
     _check(splc_a(jnp.int32(1)), 0.4232362279)
 
@@ -310,8 +351,8 @@ def test_gr_and_splc_accept_traced_epoch():
                                             ('D', 3.739651253)])
 def test_hill_matches_vectors(name, expected):
     logits, observed = VECTORS[name]
-    _check(losses.hill(logits, observed), expected)
-    _check(losses.hill(logits, observed, reduction='mean'), expected / logits.size)
+    _check(losses.reduce(losses.hill(logits, observed), 'sum'), expected)
+    _check(losses.reduce(losses.hill(logits, observed), 'mean'), expected / logits.size)
 
 
 @pytest.mark.parametrize('name, epoch, expected', [('A', 0, 0.7330743382), ('A', 1, 0.4232362279),
@@ -319,15 +360,15 @@ def test_hill_matches_vectors(name, expected):
                                                    ('D', 1, 1.203818385)])
 def test_splc_matches_table(name, epoch, expected):
     logits, observed = VECTORS[name]
-    _check(losses.splc(logits, observed, epoch), expected)
-    _check(losses.splc(logits, observed, epoch, reduction='mean'), expected / logits.size)
+    _check(losses.reduce(losses.splc(logits, observed, epoch), 'sum'), expected)
+    _check(losses.reduce(losses.splc(logits, observed, epoch), 'mean'), expected / logits.size)
 
 
 def test_splc_correction_equals_observing_the_entry_without_margin():
     # In A at epoch 1 only (0,2) passes sigmoid(0.5) > 0.6; it becomes a positive that keeps x' = x,
     # i.e. a positive with margin 0 at that one entry. Check against the epoch-0 loss pieces.
     logits, observed = A
-    corrected = losses.splc(logits, observed, 1)
+    corrected = losses.reduce(losses.splc(logits, observed, 1), 'sum')
     x = logits[0, 2]
     q = 1.0 / (1.0 + np.exp(-x))
     as_negative = -(q**2) * np.log(1.0 - q)
@@ -335,11 +376,9 @@ def test_splc_correction_equals_observing_the_entry_without_margin():
     np.testing.assert_allclose(float(corrected), 0.7330743382 - as_negative + as_positive, rtol=1e-5)
 
 
-@pytest.mark.parametrize('loss', [losses.hill, losses.splc])
-def test_unknown_reduction_lists_valid_ones(loss):
-    kwargs = {'epoch': 0} if loss is losses.splc else {}
+def test_unknown_reduction_lists_valid_ones():
     with pytest.raises(ValueError, match="'sum', 'mean'"):
-        loss(*A, reduction='none', **kwargs)
+        losses.reduce(losses.hill(*A), 'none')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,11 +386,11 @@ def test_unknown_reduction_lists_valid_ones(loss):
 
 
 def test_full_is_log_sigmoid_bce_mean():
-    _check(losses.full(*A), 0.3698024360)
+    _check(losses.mean_bc(losses.full(*A)), 0.3698024360)
     labels = np.array([[1, 0, 1, 0], [1, 1, 0, 1]], np.float32)
     x = A[0].astype(np.float64)
     expected = np.mean(labels * np.logaddexp(0, -x) + (1 - labels) * np.logaddexp(0, x))
-    _check(losses.full(A[0], labels), expected)
+    _check(losses.mean_bc(losses.full(A[0], labels)), expected)
 
 
 EXTREME_LOGITS = np.array([[1e4, -1e4, 0.0, 50.0], [-50.0, 1e4, -1e4, 20.0], [-1e4, 1e4, 90.0, -90.0]], np.float32)
@@ -381,9 +420,25 @@ def test_losses_registry_is_complete():
 
 
 @pytest.mark.parametrize('name', sorted(LOSS_KWARGS))
+def test_every_loss_returns_float32_per_entry_terms(name):
+    observed = EXTREME_SOFT if name == 'em_apl' else EXTREME_OBSERVED
+    out = losses.LOSSES[name](EXTREME_LOGITS, observed, **LOSS_KWARGS[name])
+    terms = out[0] if name in ('epr', 'role') else out
+    assert terms.shape == EXTREME_LOGITS.shape and terms.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(terms)))
+
+
+def test_mean_bc_is_jnp_mean_of_all_entries():
+    # The scalar losses were jnp.mean of the same matrix; a sum / (B*C) may differ in the last bit.
+    terms = losses.an(*D)
+    assert np.asarray(losses.mean_bc(terms)).tobytes() == np.asarray(jnp.mean(terms)).tobytes()
+    np.testing.assert_allclose(float(losses.mean_bc(terms)), float(np.sum(terms)) / terms.size, rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', sorted(LOSS_KWARGS))
 def test_every_loss_jits_and_is_finite_for_extreme_logits(name):
     observed = EXTREME_SOFT if name == 'em_apl' else EXTREME_OBSERVED
-    loss = jax.jit(jax.value_and_grad(functools.partial(losses.LOSSES[name], **LOSS_KWARGS[name])))
+    loss = jax.jit(jax.value_and_grad(functools.partial(_loss, name, **LOSS_KWARGS[name])))
     value, grad = loss(EXTREME_LOGITS, observed)
     assert value.shape == () and value.dtype == jnp.float32
     assert np.isfinite(float(value))

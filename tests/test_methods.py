@@ -102,32 +102,35 @@ def _expected(name, config, logits, batch, before, epoch):
     ids = batch["id"]
     table = before.method_state.get("observed") if isinstance(before.method_state, dict) else None
     if name == "an":
-        return losses.an(logits, o)
+        return losses.mean_bc(losses.an(logits, o))
     if name == "full":
-        return losses.full(logits, batch["labels"])
+        return losses.mean_bc(losses.full(logits, batch["labels"]))
     if name == "an_ls":
-        return losses.an_ls(logits, o, hp.an_ls.ls_coef)
+        return losses.mean_bc(losses.an_ls(logits, o, hp.an_ls.ls_coef))
     if name == "wan":
-        return losses.wan(logits, o)
+        return losses.mean_bc(losses.wan(logits, o))
     if name == "epr":
-        return losses.epr(logits, o, CARDINALITY)
+        terms, regulariser = losses.epr(logits, o, CARDINALITY)
+        return losses.mean_bc(terms) + regulariser
     if name == "role":
-        return losses.role(logits, o, before.method_params["label_logits"][ids], CARDINALITY)
+        terms, regulariser = losses.role(logits, o, before.method_params["label_logits"][ids], CARDINALITY)
+        return losses.mean_bc(terms) + regulariser
     if name == "em":
-        return losses.em(logits, o, hp.em.alpha)
+        return losses.mean_bc(losses.em(logits, o, hp.em.alpha))
     if name == "em_apl":
-        return losses.em_apl(logits, table[ids], hp.em_apl.alpha, hp.em_apl.beta)
+        return losses.mean_bc(losses.em_apl(logits, table[ids], hp.em_apl.alpha, hp.em_apl.beta))
     if name in ("ll_r", "ll_ct"):
         rate = np.float32(losses.ll_rate(epoch, hp[name].delta_rel))
-        return losses.ll(logits, o, "R" if name == "ll_r" else "Ct", rate)
+        return losses.mean_bc(losses.ll(logits, o, "R" if name == "ll_r" else "Ct", rate))
     if name == "ll_cp":
-        return losses.ll(logits, table[ids], "Ct", np.float32(0.0 if epoch == 1 else hp.ll_cp.delta_rel))
+        rate = np.float32(0.0 if epoch == 1 else hp.ll_cp.delta_rel)
+        return losses.mean_bc(losses.ll(logits, table[ids], "Ct", rate))
     if name == "hill":
-        return losses.hill(logits, o)
+        return losses.reduce(losses.hill(logits, o), "sum")
     if name == "splc":
-        return losses.splc(logits, o, epoch - 1)
+        return losses.reduce(losses.splc(logits, o, epoch - 1), "sum")
     if name == "gr":  # the knob path (schedule on the host) against the all-in-one function
-        return losses.gr(logits, o, epoch, config.num_epochs)
+        return losses.mean_bc(losses.gr(logits, o, epoch, config.num_epochs))
     return None
 
 
