@@ -21,12 +21,13 @@ Without Mixup, `gc_loss` is the same computation in one call, and
 import jax
 import jax.numpy as jnp
 
+from adagc_jax import config_utils
+
 GC_MODES = ('expected', 'hard', 'reweight')
 
 
 def _check_mode(mode):
-    if mode not in GC_MODES:
-        raise ValueError(f'Unknown GC mode {mode!r}; valid modes: {GC_MODES}.')
+    config_utils.lookup(GC_MODES, mode, 'gc.mode')
 
 
 def bce_with_logits(logits, targets):

@@ -499,10 +499,3 @@ LOSSES = {
         'splc': splc,
         'full': full,
 }
-
-
-def get_loss(name):
-    """LOSSES[name], or a ValueError listing the valid names."""
-    if name not in LOSSES:
-        raise ValueError(f'Unknown loss {name!r}; valid: {sorted(LOSSES)}')
-    return LOSSES[name]

@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 import scipy.optimize
 
+from adagc_jax import config_utils
+
 TRIGGER_RULES = ('slope', 'fixed', 'never', 'always', 'act')
 
 # Provisional default of `trigger.act_windows` (METHOD.md 6b asks for a default chosen by replaying act_decision
@@ -196,8 +198,7 @@ class AdaptiveTrigger:
         self.rolled_back = False  # 'act': the loop has rolled back to fired_epoch
 
     def _set_config(self, rule, window, eps, min_epochs, max_epochs, epoch, rampup_epochs, act_windows):
-        if rule not in TRIGGER_RULES:
-            raise ValueError(f'Unknown trigger rule {rule!r}; valid rules: {TRIGGER_RULES}.')
+        config_utils.lookup(TRIGGER_RULES, rule, 'trigger.rule')
         if rule == 'fixed' and (epoch is None or int(epoch) < 1):
             raise ValueError("Trigger rule 'fixed' needs epoch >= 1 (the completed epoch after which GC "
                              f"switches on; use rule 'always' for GC from step 0), got epoch={epoch!r}.")

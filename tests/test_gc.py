@@ -159,5 +159,5 @@ def test_unknown_mode_lists_valid_modes():
     for fn in (gc.gc_loss, gc.calibrated_gradient):
         with pytest.raises(ValueError, match='expected.*hard.*reweight'):
             fn(logits, observed, pseudo, mode='soft')
-    with pytest.raises(ValueError, match='valid modes'):
+    with pytest.raises(ValueError, match='valid values'):
         gc.calibrated_targets(observed, pseudo, mode='soft')

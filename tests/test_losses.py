@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adagc_jax import gc, losses
+from adagc_jax import config_utils, gc, losses
 
 RTOL = 1e-5
 RTOL_C = 2e-3
@@ -414,9 +414,9 @@ LOSS_KWARGS = {
 
 def test_losses_registry_is_complete():
     assert sorted(losses.LOSSES) == sorted(LOSS_KWARGS)
-    assert losses.get_loss('gr') is losses.gr
-    with pytest.raises(ValueError, match='an_ls'):
-        losses.get_loss('asl')
+    assert config_utils.lookup(losses.LOSSES, 'gr', 'loss') is losses.gr
+    with pytest.raises(config_utils.ConfigError, match="loss='asl' is not valid; valid values: .*'an_ls'"):
+        config_utils.lookup(losses.LOSSES, 'asl', 'loss')
 
 
 @pytest.mark.parametrize('name', sorted(LOSS_KWARGS))

@@ -45,7 +45,7 @@ def _step_sums(method_name, mixup_alpha):
         config.mixup.alpha = mixup_alpha
     mesh = parallel.make_mesh(1)
     model = LogitsArePixels()
-    method = methods.get_method(method_name)
+    method = methods.METHODS[method_name]
     tx = optax.sgd(0.1)
     b = LOGITS.shape[0]
     images = LOGITS.reshape(b, 2, 2, 1)
