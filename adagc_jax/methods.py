@@ -201,7 +201,7 @@ def _hp(ctx, name):
 
 def _expected_num_pos(config, name, data) -> float:
     """EPR/ROLE's prior k: losses.<name>.expected_num_pos, or the training set's label cardinality when it is < 0."""
-    k = float(config.losses[name].expected_num_pos)
+    k = config.losses[name].expected_num_pos
     if k >= 0:
         return k
     if data.label_cardinality is None:
@@ -270,7 +270,7 @@ def _role_loss(logits, targets, ctx):
 
 def _role_optimizer(config, schedule):
     """Adam on Z at lr_mult times the network's learning rate (Cole's second parameter group), no weight decay."""
-    multiplier = float(config.losses.role.lr_mult)
+    multiplier = config.losses.role.lr_mult
     return optax.adam(lambda step: multiplier * schedule(step))
 
 
@@ -288,7 +288,7 @@ ROLE = Method(
 def _ll_knobs(name):
     def knobs(config, epoch):
         # rate = 1 - clean_rate by the official repeated float64 subtraction, then fed as a float32 knob.
-        return {"ll_rate": losses.ll_rate(epoch, float(config.losses[name].delta_rel))}
+        return {"ll_rate": losses.ll_rate(epoch, config.losses[name].delta_rel)}
     return knobs
 
 
@@ -301,7 +301,7 @@ def _ll_loss(scheme):
 
 def _ll_cp_knobs(config, epoch):
     # The intended LL-Cp: no modification in epoch 1, then a FIXED k = ceil(B*C*delta_rel) per batch.
-    return {"ll_rate": 0.0 if epoch < 2 else float(config.losses.ll_cp.delta_rel)}
+    return {"ll_rate": 0.0 if epoch < 2 else config.losses.ll_cp.delta_rel}
 
 
 def _ll_cp_after_update(logits, targets, ctx):
@@ -347,7 +347,7 @@ def _apl_init(config, data, rng):
 
 def _apl_loss(logits, targets, ctx):
     hp = _hp(ctx, "em_apl")
-    return losses.mean_bc(losses.em_apl(logits, targets["observed"], float(hp.alpha), float(hp.beta))), {}
+    return losses.mean_bc(losses.em_apl(logits, targets["observed"], hp.alpha, hp.beta)), {}
 
 
 def _apl_epoch_end(config, epoch, method_state, predict_train):
@@ -359,11 +359,11 @@ def _apl_epoch_end(config, epoch, method_state, predict_train):
     divide by zero at epoch T = warmup), i.e. the run is EM.
     """
     hp = config.losses.em_apl
-    warmup, num_epochs = int(hp.warmup), int(config.num_epochs)
+    warmup, num_epochs = hp.warmup, config.num_epochs
     if epoch < warmup or epoch >= num_epochs:
         return method_state
     table = losses.apl_update(predict_train(), method_state["observed"], method_state["initial_unobserved"],
-                              float(hp.neg_proportion), num_epochs, warmup)
+                              hp.neg_proportion, num_epochs, warmup)
     return {**method_state, "observed": table}
 
 
@@ -382,8 +382,8 @@ EM_APL = Method(
 
 def _hill_loss(logits, targets, ctx):
     hp = _hp(ctx, "hill")
-    terms = losses.hill(logits, targets["observed"], lamb=float(hp.lamb), margin=float(hp.margin),
-                        gamma=float(hp.gamma))
+    terms = losses.hill(logits, targets["observed"], lamb=hp.lamb, margin=hp.margin,
+                        gamma=hp.gamma)
     return losses.reduce(terms, hp.reduction), {}
 
 
@@ -393,8 +393,8 @@ def _splc_knobs(config, epoch):
 
 def _splc_loss(logits, targets, ctx):
     hp = _hp(ctx, "splc")
-    terms = losses.splc(logits, targets["observed"], ctx.knobs["splc_epoch"], tau=float(hp.tau),
-                        change_epoch=int(hp.change_epoch), margin=float(hp.margin), gamma=float(hp.gamma))
+    terms = losses.splc(logits, targets["observed"], ctx.knobs["splc_epoch"], tau=hp.tau,
+                        change_epoch=hp.change_epoch, margin=hp.margin, gamma=hp.gamma)
     return losses.reduce(terms, hp.reduction), {}
 
 
@@ -408,7 +408,7 @@ SPLC = Method(name="splc", description="self-paced loss correction: confident un
 
 def _gr_knobs(config, epoch):
     hp = config.losses.gr
-    w, b, mu, sigma = losses.gr_schedule(epoch, int(config.num_epochs), int(hp.linear_init_epochs),
+    w, b, mu, sigma = losses.gr_schedule(epoch, config.num_epochs, hp.linear_init_epochs,
                                          tuple(float(v) for v in hp.beta), tuple(float(v) for v in hp.alpha))
     return {"gr_w": float(w), "gr_b": float(b), "gr_mu": float(mu), "gr_sigma": float(sigma)}
 
@@ -416,7 +416,7 @@ def _gr_knobs(config, epoch):
 def _gr_loss(logits, targets, ctx):
     hp, k = _hp(ctx, "gr"), ctx.knobs
     terms = losses.gr_from_schedule(logits, targets["observed"], k["gr_w"], k["gr_b"], k["gr_mu"], k["gr_sigma"],
-                                    q2=float(hp.q2), q3=float(hp.q3))
+                                    q2=hp.q2, q3=hp.q3)
     return losses.mean_bc(terms), {}
 
 

@@ -50,10 +50,10 @@ def init_sums(aux_keys=()) -> dict:
 def make_train_step(config, model, method: methods.Method, optimizer: optax.GradientTransformation,
                     mesh, method_optimizer: optax.GradientTransformation | None = None) -> Callable:
     """Builds the jitted train step. Static choices (method, Mixup on/off, EMA on/off) are fixed here."""
-    use_mixup = method.uses_mixup and float(config.mixup.alpha) > 0
-    mixup_alpha = float(config.mixup.alpha)
-    use_weight_ema = bool(config.ema.weights)
-    ema_momentum = float(config.ema.m_w)
+    use_mixup = method.uses_mixup and config.mixup.alpha > 0
+    mixup_alpha = config.mixup.alpha
+    use_weight_ema = config.ema.weights
+    ema_momentum = config.ema.m_w
 
     def train_step(state: TrainState, sums: dict, batch: dict, knobs: dict):
         step_rng, mix_rng, next_rng = jax.random.split(state.rng, 3)
