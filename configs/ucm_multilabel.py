@@ -38,9 +38,11 @@ in minutes. So:
 Expected runtime. Full config: not measured (no GPU run was possible); an estimate for one H100 is 5-10 s per
 epoch once prepared (42 steps of batch 32 at 224 px with the teacher forward, plus evaluating 336 + 420 images
 and the training diagnostics), i.e. about 10-15 min for 100 epochs; preparing the TFDS dataset (2100 TIFFs) under
-a minute. cpu=1 on the dummy release: measured 21 s wall clock on 2 shared CPU cores for the whole command
-(preparation and compilation dominate; 5 epochs of 3 steps); on the real release with batch 32 an estimated
-well under a minute per epoch on 2 cores, plus a one-time decode and resize of the 2100 TIFFs in the first epoch.
+a minute. cpu=1 on the dummy release: measured 47 s wall clock for the whole command (the second command above,
+preparation included) on 2 CPU cores shared with other jobs (load average ~6; the run's own timing line: setup
+6 s, train 23 s of which ~15 s is the first step's compilation, eval 3 s, plots 4 s); on the real release with
+batch 32 an estimated well under a minute per epoch on 2 cores, plus a one-time decode and resize of the 2100
+TIFFs in the first epoch.
 Expected result: not known; no published SPML numbers on UCM are in the specs.
 """
 
