@@ -334,7 +334,9 @@ def predict_files(run: TrainedRun, input_pattern: str, output: str, threshold: f
     bar = tqdm(total=len(files), desc="predict", unit="img", dynamic_ncols=True,
                disable=not (progress_bar and parallel.is_main_process()))
     try:
-        with open(tmp, "w", newline="") as f, concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        # Decoding and resizing release the GIL (TF kernels, tifffile's codecs): a thread pool overlaps them.
+        workers = min(8, os.cpu_count() or 1)
+        with open(tmp, "w", newline="") as f, concurrent.futures.ThreadPoolExecutor(workers) as pool:
             writer = csv.writer(f)
             writer.writerow(columns)
             for start in range(0, len(files), batch_size):
