@@ -14,7 +14,7 @@ import traceback
 from absl import flags
 
 from adagc_jax import config_utils
-from adagc_jax.errors import Interrupted, UserError
+from adagc_jax.errors import ConfigError, Interrupted, UserError
 
 
 def parse_flags(argv):
@@ -78,12 +78,24 @@ def _terminate_as_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def run(config, workdir: str, multihost: bool = False, debug: bool = False) -> int:
-    """Trains and evaluates one run (config.runner='train') or a sweep of runs ('sweep'); returns the exit code."""
+MODES = ("train", "predict", "eval")
+
+
+def run(config, workdir: str, multihost: bool = False, debug: bool = False, mode: str = "train",
+        options: dict | None = None) -> int:
+    """Returns the exit code of one command:
+
+    mode 'train': trains and evaluates one run (config.runner='train') or a sweep of runs ('sweep');
+    mode 'predict': predicts new images with the finished run in `workdir` (options: input, output, threshold,
+      top_k; adagc_jax/predict.py);
+    mode 'eval': re-evaluates the finished run in `workdir` on a split (options: split) and prints the metrics.
+    For 'predict' and 'eval' the config is optional: the run's own config.json is used.
+    """
     from absl import logging
 
+    options = options or {}
     with tf_startup_quiet():
-        from adagc_jax import train  # after flag parsing: importing jax/TF is slow
+        from adagc_jax import predict, train  # after flag parsing: importing jax/TF is slow
 
     # Orbax and TFDS log every save/read at INFO through absl, and TFDS repeats a deprecation WARNING of its own
     # internals for every feature; the run prints its own one line per epoch and raises real problems as errors.
@@ -96,7 +108,16 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False) -> i
             import jax
 
             jax.distributed.initialize()
-        if config.runner == "sweep":  # configs/benchmark.py: every selected method and seed, then one table
+        config_utils.lookup(MODES, mode, "--mode")
+        if mode == "predict":
+            predict.predict_command(workdir, config, options.get("input"), options.get("output"),
+                                    options.get("threshold", 0.5), options.get("top_k", 0))
+        elif mode == "eval":
+            predict.eval_command(workdir, config, options.get("split", "test"))
+        elif config is None:
+            raise ConfigError("--mode=train needs --config (configs/<file>.py[:args]); only --mode=predict and "
+                              "--mode=eval read the run's own config from --workdir.")
+        elif config.runner == "sweep":  # configs/benchmark.py: every selected method and seed, then one table
             from adagc_jax import sweep
 
             sweep.run(config, workdir)
@@ -104,6 +125,8 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False) -> i
             config_utils.lookup(("train", "sweep"), config.runner, "runner")
             train.train_and_evaluate(config, workdir)
     except KeyboardInterrupt:
+        if mode != "train":  # nothing of the run changes; a half-written CSV is removed
+            return report(Interrupted(f"--mode={mode} stopped; the run in {workdir} is unchanged."), debug)
         return report(Interrupted(_interrupted_message(workdir)), debug)
     except UserError as e:
         return report(e, debug)

@@ -331,6 +331,25 @@ def read_label_table(builder, split: str) -> dict:
             "dominant_label": np.concatenate(dominant)[order].astype(np.int64)}
 
 
+def resize_image(image, height: int, width: int):
+    """A stored image (H, W, bands) at the model's input size: bilinear with antialiasing in float32, rounded back
+    to the stored integer dtype (so the cache holds compact images); unchanged when it has that size already.
+
+    The one definition of the resize, used by the training and evaluation pipelines and by predict.py on new files.
+    """
+    image = tf.convert_to_tensor(image)
+    if image.shape[0] == height and image.shape[1] == width:
+        return image
+    dtype = image.dtype
+    resized = tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), dtype.min, dtype.max), dtype)
+
+
+def normalise(image, mean, std):
+    """(x - mean) / std per band, float32: the model's input (mean and std from DatasetInfo)."""
+    return (tf.cast(image, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
 def _stateless_seed(seed: int, epoch: int) -> int:
     # A different stream per (seed, epoch); 31 bits so it fits the int64 stateless seed with room to spare.
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**31 - 1)
@@ -366,14 +385,7 @@ class InputPipeline:
             height, width, bands = self.info.image_shape
 
             def decode(ex):
-                image = ex["image"]
-                if image.shape[0] != height or image.shape[1] != width:
-                    dtype = image.dtype
-                    image = tf.image.resize(tf.cast(image, tf.float32), [height, width], method="bilinear",
-                                            antialias=True)
-                    # Back to the stored dtype so the cache holds compact images.
-                    image = tf.cast(tf.clip_by_value(tf.round(image), dtype.min, dtype.max), dtype)
-                image = tf.ensure_shape(image, [height, width, bands])
+                image = tf.ensure_shape(resize_image(ex["image"], height, width), [height, width, bands])
                 return {"image": image, "labels": tf.cast(ex["labels"], tf.float32),
                         "id": tf.cast(ex["id"], tf.int32)}
 
@@ -384,9 +396,7 @@ class InputPipeline:
         return self._decoded[split]
 
     def _normalise(self, image):
-        mean = tf.constant(self.info.mean, tf.float32)
-        std = tf.constant(self.info.std, tf.float32)
-        return (tf.cast(image, tf.float32) - mean) / std
+        return normalise(image, self.info.mean, self.info.std)
 
     def _options(self):
         options = tf.data.Options()

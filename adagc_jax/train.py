@@ -18,7 +18,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from adagc_jax import (checkpoint, config_checks, evaluate, experiment, input_pipeline, noise, parallel, plots,
-                       reporting, train_step as train_step_lib, workdir as workdir_lib)
+                       predict, reporting, train_step as train_step_lib, workdir as workdir_lib)
 from adagc_jax.errors import ConfigError, NonFiniteLossError
 
 validate_config = config_checks.validate_config
@@ -353,6 +353,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     main = parallel.is_main_process()
     if main:
         reporting.write_json(os.path.join(workdir, "config.json"), _config_dict(config))
+        predict.write_dataset_info(workdir, run.pipeline.builder, run.exp.info)  # what --mode=predict reads
     epoch = run.start_epoch
     while epoch <= config.num_epochs:
         run_epoch(run, epoch)

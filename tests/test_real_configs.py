@@ -1,7 +1,8 @@
 """The configs in configs/ (issue 5): every config and variant loads, is locked and has the key tree of
-configs/default.py; the reBEN CPU config trains end to end on the dummy release (DATASETS.md 2.2-2.4, 2.9).
+configs/default.py; the reBEN and UCM CPU configs train end to end on their dummy releases (DATASETS.md 2.2-2.4,
+2.9, 3).
 
-Budget: about 30 s on 2 CPU cores, most of it the one end-to-end epoch (compilation of the small CNN).
+Budget: about 60 s on 2 CPU cores, most of it the two end-to-end epochs (compilation of the small CNN).
 """
 
 import glob
@@ -22,6 +23,7 @@ from conftest import REPO
 CONFIG_DIR = os.path.join(REPO, "configs")
 REBEN_DUMMY = os.path.join(REPO, "adagc_jax", "datasets", "dummy_data", "reben")
 AID_DUMMY = os.path.join(REPO, "adagc_jax", "datasets", "dummy_data", "aid_multilabel")
+UCM_DUMMY = os.path.join(REPO, "adagc_jax", "datasets", "dummy_data", "ucm_multilabel")
 
 # Variants (the argument after the colon) each config must accept; None = no argument. A new config file in
 # configs/ is covered by the None variant automatically.
@@ -32,6 +34,7 @@ VARIANTS = {
                  "method=full,cpu=1"],
     "aid_multilabel.py": [None, "cpu=1", "split=arena", "split=arena,cpu=1,noise=dominant,seed=3,epochs=2",
                           "method=full"],
+    "ucm_multilabel.py": [None, "cpu=1", "noise=dominant,seed=2,epochs=3", "method=full,cpu=1"],
 }
 # dataset.builder_config holds the arguments of the chosen builder's make_config: its own fields per dataset.
 BUILDER_SPECIFIC = "dataset.builder_config."
@@ -64,7 +67,7 @@ def key_tree(config):
 
 
 def test_every_config_is_covered():
-    assert {"default.py", "reben.py", "aid_multilabel.py"} <= set(config_files())
+    assert {"default.py", "reben.py", "aid_multilabel.py", "ucm_multilabel.py"} <= set(config_files())
 
 
 @pytest.mark.parametrize("name,arg", [(f, a) for f in config_files() for a in VARIANTS.get(f, [None])])
@@ -152,6 +155,26 @@ def test_reben_cpu_end_to_end(reben_cpu, tmp_path):
     assert on_disk["dataset"]["image_shape"] == [48, 48, 12]
     assert [h["epoch"] for h in on_disk["history"]] == [1]
     assert math.isfinite(on_disk["history"][0]["train_loss"])
+
+
+def test_ucm_cpu_end_to_end(tmp_path):
+    """configs/ucm_multilabel.py:cpu=1 on the dummy release (15 TIFFs of 3 scenes: 9 / 3 / 3), 1 epoch."""
+    tfds.disable_progress_bar()
+    config = load("ucm_multilabel.py", "cpu=1,epochs=1")
+    assert (config.model.name, config.dataset.image_size, config.batch_size) == ("small_cnn", 64, 3)
+    config.dataset.manual_dir = UCM_DUMMY
+    config.dataset.data_dir = str(tmp_path / "tfds")
+    config.log.progress_bar = False
+    config.num_devices = 1
+    results = train.train_and_evaluate(config, str(tmp_path / "run"))
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["test"]["mAP"] == pytest.approx(results["test"]["mAP"])
+    assert math.isfinite(on_disk["test"]["mAP"]) and 0.0 <= on_disk["test"]["mAP"] <= 1.0
+    assert on_disk["dataset"]["name"] == "ucm_multilabel"
+    assert on_disk["dataset"]["num_examples"] == {"train": 9, "validation": 3, "test": 3}
+    assert on_disk["dataset"]["image_shape"] == [64, 64, 3] and len(on_disk["dataset"]["class_names"]) == 17
+    assert [h["epoch"] for h in on_disk["history"]] == [1] and math.isfinite(on_disk["history"][0]["train_loss"])
+    assert on_disk["test"]["reported_model"] == "teacher"  # AdaGC by default
 
 
 def test_batch_larger_than_train_split_is_a_clear_error(reben_cpu, tmp_path):
