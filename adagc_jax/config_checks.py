@@ -31,6 +31,7 @@ CHOICES = {
     "trigger.rule": trigger.TRIGGER_RULES,
     "trigger.signal": TRIGGER_SIGNALS,
     "eval.empty_class_ap": ("skip", "zero"),
+    "eval.select": ("final", "best_val"),
     "losses.hill.reduction": ("sum", "mean"),
     "losses.splc.reduction": ("sum", "mean"),
 }
@@ -98,6 +99,7 @@ RANGES = {
     "trigger.epoch": _int(1, also=(-1,)),
     "eval.every_epochs": _int(1),
     "eval.stall_epochs": _int(0),
+    "eval.early_stop_points": Range(0.0, 100.0),
     "checkpoint.every_epochs": _int(1),
     "checkpoint.keep": _int(1),
     "log.every_steps": _int(1),

@@ -53,14 +53,22 @@ def evaluated_models(state) -> dict:
     return out
 
 
-def evaluate_epoch(eval_step, state, pipeline, mesh, config, observed, reported: str) -> dict:
-    """The per-epoch evaluation of a run: validation mAP of both models, the reported model's test mAP (for the
-    plots; `eval.test_every_epoch`) and its label recovery on the training images (`eval.train_diagnostics`)."""
+def evaluate_epoch(eval_step, state, pipeline, mesh, config, observed, reported: str,
+                   val_single_positive=None) -> dict:
+    """The per-epoch evaluation of a run: validation mAP of both models (complete labels), the reported model's
+    validation mAP against single positives (`val_single_positive`, (N_val, C) by id: the selection an SPML user
+    can make), its test mAP (for the plots; `eval.test_every_epoch`) and its label recovery on the training images
+    (`eval.train_diagnostics`)."""
     models = evaluated_models(state)
     record = {}
-    val = evaluate(eval_step, models, pipeline, "validation", mesh, config.eval.empty_class_ap)
-    record["val_mAP"] = val[reported]["mAP"]
-    record["val_student_mAP"] = val["student"]["mAP"]
+    val = predict(eval_step, models, pipeline, "validation", mesh)
+    record["val_mAP"] = metrics.mean_average_precision(val[reported], val["labels"],
+                                                       empty_class_ap=config.eval.empty_class_ap)
+    record["val_student_mAP"] = metrics.mean_average_precision(val["student"], val["labels"],
+                                                               empty_class_ap=config.eval.empty_class_ap)
+    if val_single_positive is not None:
+        record["val_single_positive_mAP"] = metrics.mean_average_precision(
+            val[reported], val_single_positive[val["ids"]], empty_class_ap="skip")
     if config.eval.test_every_epoch:
         # The reported model only: the per-epoch test curve is for plots, and a second model would double the cost
         # of the largest split.

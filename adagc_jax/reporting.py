@@ -77,6 +77,16 @@ def epoch_line(record: dict, num_epochs: int) -> str:
     return " | ".join(parts)
 
 
+def summary_line(results: dict, reported: str) -> str:
+    """The end-of-run summary: the model `eval.select` reports, and the other protocol beside it."""
+    def block(name):
+        b = results.get(name)
+        return "-" if not b else f"test mAP {b['test']['mAP']:.4f} (epoch {b['epoch']})"
+
+    return (f"Done ({reported}; reported: {results['select']}): final {block('final')}, best validation "
+            f"{block('best_val')}, best single-positive validation {block('best_val_single_positive')}")
+
+
 def timing_line(timing: dict) -> str:
     """Where a run's time went, e.g. 'time: train 61 s (80 %), eval 12 s (16 %), ...'."""
     total = sum(timing.values()) or 1.0

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from adagc_jax import (checkpoint, config_checks, evaluate, experiment, input_pipeline, noise, parallel, plots,
-                       predict, reporting, train_step as train_step_lib, workdir as workdir_lib)
+                       predict, reporting, selection, train_step as train_step_lib, workdir as workdir_lib)
 from adagc_jax.errors import ConfigError, NonFiniteLossError
 
 validate_config = config_checks.validate_config
@@ -45,6 +45,8 @@ class Run:
     history: list = dataclasses.field(default_factory=list)
     resumes: list = dataclasses.field(default_factory=list)  # config changes accepted on resume (num_epochs, forced)
     skipped_files: list = dataclasses.field(default_factory=list)  # unreadable files left out (skip_corrupt)
+    val_single_positive: np.ndarray | None = None  # one positive per validation image (selection without labels)
+    best: selection.BestCheckpoints | None = None
     timing: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(
         ("setup_s", "train_s", "eval_s", "checkpoint_s", "plot_s"), 0.0))
     start_epoch: int = 1
@@ -82,12 +84,16 @@ def setup(config, workdir: str) -> Run:
     train_table = input_pipeline.read_label_table(builder, "train")
     observed = noise.single_positive(train_table["labels"], config.noise, config.seed,
                                      dominant=train_table["dominant_label"])
+    val_table = input_pipeline.read_label_table(builder, "validation")
+    val_single_positive = noise.single_positive(val_table["labels"], config.noise, config.seed,
+                                                dominant=val_table["dominant_label"], split="validation")
 
     exp = experiment.build(config, info, steps_per_epoch, mesh)
     state = exp.initial_state(observed, label_cardinality=float(train_table["labels"].sum(axis=1).mean()))
     run = Run(config=config, workdir=workdir, exp=exp, pipeline=pipeline, state=state, observed=observed,
               trigger=experiment.make_trigger(config), ckpt=None,
-              writer=reporting.TensorBoard(workdir, parallel.is_main_process()), skipped_files=skipped)
+              writer=reporting.TensorBoard(workdir, parallel.is_main_process()), skipped_files=skipped,
+              val_single_positive=val_single_positive, best=selection.BestCheckpoints(workdir))
     # The act trigger may roll back to any warm-up epoch: keep every checkpoint until it fires (save_checkpoint
     # prunes them to checkpoint.keep after that).
     run.ckpt = checkpoint.Checkpointer(workdir, None if run.rolls_back else config.checkpoint.keep)
@@ -214,16 +220,26 @@ def run_epoch(run: Run, epoch: int) -> dict:
     if due(epoch, config.eval.every_epochs, config.num_epochs):
         start = time.perf_counter()
         record.update(evaluate.evaluate_epoch(exp.eval_step, run.state, run.pipeline, exp.mesh, config,
-                                              run.observed, run.reported))
+                                              run.observed, run.reported, run.val_single_positive))
         run.timing["eval_s"] += time.perf_counter() - start
     run.history.append(record)
+    if "val_mAP" in record:  # before the regular checkpoint: a kill in between repeats this epoch, not the save
+        start = time.perf_counter()
+        run.best.update(run.history, evaluate.evaluated_models(run.state))
+        run.timing["checkpoint_s"] += time.perf_counter() - start
     run.writer.scalars(epoch, record)
     reporting.log(reporting.epoch_line(record, config.num_epochs))
     stall = stall_warning(run.history, config.eval.stall_epochs)
     if stall and stall_warning(run.history[:-1], config.eval.stall_epochs) is None:
         reporting.log(f"WARNING: {stall}")
 
-    if due(epoch, config.checkpoint.every_epochs, config.num_epochs):
+    stopped = selection.early_stop_epoch(run.history, config.eval.early_stop_points) == epoch
+    if stopped:
+        best = max(h["val_mAP"] for h in run.history if h.get("val_mAP") is not None and not h.get("rolled_back"))
+        reporting.log(f"Early stop after epoch {epoch}: validation mAP {record['val_mAP']:.4f} is "
+                      f"{100 * (best - record['val_mAP']):.2f} points below its best {best:.4f} "
+                      f"(eval.early_stop_points={config.eval.early_stop_points})")
+    if due(epoch, config.checkpoint.every_epochs, config.num_epochs) or stopped:
         save_checkpoint(run, epoch)
     return record
 
@@ -246,6 +262,7 @@ def rollback(run: Run) -> int:
     for record in run.history:
         if record["epoch"] > fired and not record.get("rolled_back"):
             record["rolled_back"] = True
+    _reselect_after_rollback(run)
     run.ckpt.delete_after(fired)
     reporting.log(f"act trigger: detected at epoch {detected}; rolled back to epoch {fired} (epochs "
                   f"{fired + 1}-{detected} are re-run with GC on)")
@@ -264,6 +281,18 @@ def stall_warning(history: list[dict], epochs: int) -> str | None:
     return (f"validation mAP ({val[-1]:.4f}) and training loss ({loss[-1]:.4f}) have not moved for {epochs} epochs "
             f"(epochs {recent[0]['epoch']}-{recent[-1]['epoch']}): the network may have stopped learning (too "
             "large or too small a learning rate?)")
+
+
+def _reselect_after_rollback(run: Run) -> None:
+    """A best checkpoint from a discarded warm-up epoch is replaced by the best kept epoch's models, read from the
+    warm-up checkpoints (all still on disk until the rollback deletes them)."""
+    for key in selection.SELECTIONS:
+        epoch = selection.best_epoch(run.history, key)
+        if epoch is None or run.best.kept_epoch(key) == epoch:
+            continue
+        state, _, _ = run.ckpt.restore(epoch, run.state)
+        value = next(h[key] for h in run.history if h["epoch"] == epoch and not h.get("rolled_back"))
+        run.best.replace(key, epoch, value, evaluate.evaluated_models(state))
 
 
 def save_checkpoint(run: Run, epoch: int) -> None:
@@ -294,16 +323,49 @@ def write_plots(run: Run) -> None:
     run.timing["plot_s"] += time.perf_counter() - start
 
 
+def _evaluate_models(run: Run, models: dict, splits=(("test", "test"), ("validation", "val"))) -> dict:
+    out = {}
+    for split, key in splits:
+        per_model = evaluate.evaluate(run.exp.eval_step, models, run.pipeline, split, run.exp.mesh,
+                                      run.config.eval.empty_class_ap)
+        out[key] = {"mAP": per_model[run.reported]["mAP"], "reported_model": run.reported, **per_model}
+    return out
+
+
+def _selected_blocks(run: Run, final_models: dict) -> dict:
+    """best_val and best_val_single_positive: the test (and validation) metrics of each selection's checkpoint."""
+    out = {}
+    for key, name in selection.SELECTIONS.items():
+        epoch = selection.best_epoch(run.history, key)
+        if epoch is None:
+            out[name] = None
+            continue
+        models = run.best.restore(key, run.best.kept_epoch(key), final_models)
+        splits = (("test", "test"), ("validation", "val")) if key == "val_mAP" else (("test", "test"),)
+        out[name] = {"epoch": epoch, "selected_by": _SELECTED_BY[key], **_evaluate_models(run, models, splits)}
+    complete, single = out["best_val"], out["best_val_single_positive"]
+    if complete and single:
+        single["epochs_after_complete_label_choice"] = single["epoch"] - complete["epoch"]
+        single["test_mAP_minus_complete_label_choice"] = single["test"]["mAP"] - complete["test"]["mAP"]
+    return out
+
+
+_SELECTED_BY = {"val_mAP": "val_mAP (complete labels)",
+                "val_single_positive_mAP": "val_mAP against one positive per validation image (run's noise rule)"}
+
+
 def final_results(run: Run) -> dict:
-    """Final evaluation of the last model on both held-out splits (student and teacher), and the run's record."""
+    """Final evaluation (the last model and each selection's best checkpoint) on both held-out splits, student and
+    teacher, and the run's record. `test` / `val` are the blocks of the model `eval.select` reports."""
     config, exp = run.config, run.exp
     start = time.perf_counter()
     final_models = evaluate.evaluated_models(run.state)
-    results = {}
-    for split, key in (("test", "test"), ("validation", "val")):
-        per_model = evaluate.evaluate(exp.eval_step, final_models, run.pipeline, split, exp.mesh,
-                                      config.eval.empty_class_ap)
-        results[key] = {"mAP": per_model[run.reported]["mAP"], "reported_model": run.reported, **per_model}
+    kept = [h["epoch"] for h in run.history if not h.get("rolled_back")]
+    final = {"epoch": kept[-1] if kept else None, **_evaluate_models(run, final_models)}
+    results = {"select": config.eval.select, "final": final, **_selected_blocks(run, final_models),
+               "early_stopped_epoch": selection.early_stop_epoch(run.history, config.eval.early_stop_points)}
+    reported = final if config.eval.select == "final" or results["best_val"] is None else results["best_val"]
+    results["test"], results["val"] = reported["test"], reported["val"]
     run.timing["eval_s"] += time.perf_counter() - start
     total_steps = int(jax.device_get(run.state.step))
     train_s = run.timing["train_s"]
@@ -355,7 +417,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
         reporting.write_json(os.path.join(workdir, "config.json"), _config_dict(config))
         predict.write_dataset_info(workdir, run.pipeline.builder, run.exp.info)  # what --mode=predict reads
     epoch = run.start_epoch
-    while epoch <= config.num_epochs:
+    stop_points = config.eval.early_stop_points
+    while epoch <= config.num_epochs and selection.early_stop_epoch(run.history, stop_points) is None:
         run_epoch(run, epoch)
         epoch = rollback(run) if run.rolls_back and run.trigger.needs_rollback else epoch + 1
 
@@ -368,9 +431,10 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     if main:
         reporting.write_json(os.path.join(workdir, "results.json"), results)
         reporting.log(reporting.timing_line(results["timing"]))
-        reporting.log(f"Done: test mAP {results['test']['mAP']:.4f} ({run.reported}), val mAP "
-                      f"{results['val']['mAP']:.4f}; results in {os.path.join(workdir, 'results.json')}")
+        reporting.log(reporting.summary_line(results, run.reported))
+        reporting.log(f"Results in {os.path.join(workdir, 'results.json')}")
     run.ckpt.close()
+    run.best.close()
     return results
 
 

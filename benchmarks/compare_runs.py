@@ -2,10 +2,11 @@
 
     python benchmarks/compare_runs.py runs/mem_an_s0 runs/mem_adagc_s0 [--plot runs/compare.png]
 
-Per run: method, noise, seed, final test mAP of the reported model and of the student, the best validation epoch
-and value, the last epoch's validation mAP (a late decline shows as last < best), and the epoch the trigger fired
-with the validation mAP at that epoch (for `an` the trigger runs as a diagnostic only). With --plot: validation
-and test mAP per epoch of every run in one PNG.
+Per run: method, noise, seed; the reported model's test mAP under both protocols (the final epoch, the best
+validation epoch with complete labels, the best single-positive validation epoch, with their epochs); the final
+student's test mAP; the last epoch's validation mAP (a late decline shows as last < best); and the epoch the trigger
+fired with the validation mAP at that epoch (for `an` the trigger runs as a diagnostic only). With --plot:
+validation and test mAP per epoch of every run in one PNG.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from adagc_jax import selection  # noqa: E402
 
 
 def summarise(workdir: str) -> dict:
@@ -22,10 +28,11 @@ def summarise(workdir: str) -> dict:
     val = {h["epoch"]: h["val_mAP"] for h in history if h.get("val_mAP") is not None}
     best_epoch = max(val, key=val.get)
     fired = r["trigger"]["fired_epoch"]
+    final = r.get("final", r)
     return {
         "run": os.path.basename(os.path.normpath(workdir)), "method": r["config"]["method"],
-        "noise": r["config"]["noise"], "seed": r["config"]["seed"], "test_mAP": r["test"]["mAP"],
-        "test_student_mAP": r["test"]["student"]["mAP"], "best_val_epoch": best_epoch, "best_val": val[best_epoch],
+        "noise": r["config"]["noise"], "seed": r["config"]["seed"], **selection.protocol_summary(r),
+        "test_mAP": r["test"]["mAP"], "test_student_mAP": final["test"]["student"]["mAP"], "best_val": val[best_epoch],
         "last_val": val[max(val)], "fired_epoch": fired, "val_at_fired": val.get(fired) if fired else None,
         "history": history,
     }
@@ -41,12 +48,18 @@ def main():
     def pct(x):
         return "-" if x is None else f"{100 * x:.1f}"
 
-    print("| run | method | noise | seed | test mAP | test mAP (student) | best val (epoch) | last val | "
+    def at(value, epoch):
+        return f"{pct(value)} ({epoch})" if value is not None else "-"
+
+    print("| run | method | noise | seed | test mAP: final (epoch) | test mAP: best val (epoch) | "
+          "test mAP: best single-positive val (epoch) | final test mAP (student) | best val | last val | "
           "trigger fired | val at fired |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['run']} | {r['method']} | {r['noise']} | {r['seed']} | {pct(r['test_mAP'])} | "
-              f"{pct(r['test_student_mAP'])} | {pct(r['best_val'])} ({r['best_val_epoch']}) | {pct(r['last_val'])} | "
+        print(f"| {r['run']} | {r['method']} | {r['noise']} | {r['seed']} | "
+              f"{at(r['final_test_mAP'], r['final_epoch'])} | {at(r['best_val_test_mAP'], r['best_val_epoch'])} | "
+              f"{at(r['best_sp_test_mAP'], r['best_sp_epoch'])} | {pct(r['test_student_mAP'])} | "
+              f"{pct(r['best_val'])} | {pct(r['last_val'])} | "
               f"{r['fired_epoch'] if r['fired_epoch'] is not None else '-'} | {pct(r['val_at_fired'])} |")
     if args.plot:
         import matplotlib

@@ -14,7 +14,11 @@ and prints markdown (measures nothing itself):
      test mAP (teacher), the epoch its trigger fired and `an`'s validation mAP at that epoch (how near the top of
      `an`'s curve the trigger fired); then mean +- sample std over the seeds;
   2. every variant: final test / validation mAP (mean +- std over its seeds), trigger epochs, and the difference to
-     `an` on the same seeds.
+     `an` on the same seeds;
+  3. both protocols (BASELINES.md section 2) per variant: test mAP at the final epoch, at the best validation epoch
+     (complete labels) and at the best single-positive validation epoch, the mean selected epochs, and each
+     protocol's difference to `an` on the same seeds. For results.json files without the selection blocks, the
+     best validation epoch is taken from the history and its test mAP from the per-epoch test curve.
 With --plot: validation (solid) and test (dotted) mAP per epoch of `an` and `adagc`, one panel per seed, with the
 epoch AdaGC's trigger fired.
 """
@@ -26,6 +30,11 @@ import glob
 import json
 import os
 import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from adagc_jax import selection  # noqa: E402
 
 
 def load_runs(root: str) -> dict:
@@ -107,6 +116,44 @@ def variants(runs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _protocols(results: dict) -> dict:
+    """protocol -> (test mAP, epoch) of one run."""
+    summary = selection.protocol_summary(results)
+    out = {"final": (summary["final_test_mAP"], summary["final_epoch"]),
+           "best val": (summary["best_val_test_mAP"], summary["best_val_epoch"]),
+           "best single-positive val": (summary["best_sp_test_mAP"], summary["best_sp_epoch"])}
+    if out["best val"][0] is None:  # an older results.json: the history's best epoch and test curve
+        val, test = _curve(results, "val_mAP"), _curve(results, "test_mAP")
+        if val:
+            best = max(val, key=val.get)
+            out["best val"] = (test.get(best), best)
+    return out
+
+
+PROTOCOLS = ("final", "best val", "best single-positive val")
+
+
+def protocols(runs: dict) -> str:
+    an = runs.get("an", {})
+    header = " | ".join(f"test mAP: {p} (epoch) | − an: {p}" for p in PROTOCOLS)
+    lines = [f"| variant | seeds | {header} |", "|---|---|" + "---|---|" * len(PROTOCOLS)]
+    order = ["an", "adagc"] + sorted(v for v in runs if v not in ("an", "adagc"))
+    for variant in (v for v in order if v in runs):
+        by_seed = runs[variant]
+        seeds = sorted(by_seed)
+        cells = []
+        for p in PROTOCOLS:
+            values = [_protocols(by_seed[s])[p] for s in seeds]
+            epochs = [e for _, e in values if e is not None]
+            epoch = f" ({statistics.mean(epochs):.1f})" if epochs else ""
+            diffs = [_protocols(by_seed[s])[p][0] - _protocols(an[s])[p][0] for s in seeds
+                     if s in an and _protocols(by_seed[s])[p][0] is not None and _protocols(an[s])[p][0] is not None]
+            cells.append(f"{_mean_std([v for v, _ in values])}{epoch}")
+            cells.append("-" if variant == "an" or not diffs else _mean_std(diffs))
+        lines.append(f"| {variant} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(runs: dict, path: str, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -146,6 +193,8 @@ def main():
     print(adagc_vs_an(runs))
     print("### All variants\n")
     print(variants(runs))
+    print("### Both protocols: final epoch and best validation epoch\n")
+    print(protocols(runs))
     if args.plot:
         noise = next(iter(next(iter(runs.values())).values()))["config"]["noise"]
         plot(runs, args.plot, f"configs/synthetic_memorization.py, {noise} single positives")

@@ -85,6 +85,12 @@ def training_config(args) -> ml_collections.ConfigDict:
         # Warn (log and results.json) when validation mAP and training loss have not moved for this many epochs
         # (e.g. a learning rate that killed the network); 0 = never.
         "stall_epochs": 5,
+        # Which model results.json's top-level test / val blocks and the summary report: 'final' (the last epoch;
+        # what a user without complete labels gets) | 'best_val' (the epoch of best validation mAP with complete
+        # labels, as the SPML papers report). Both blocks are always in results.json.
+        "select": "final",
+        # Stop when validation mAP falls this many points (mAP %) below its best (LL: 3, GRLoss: 2); 0 = off.
+        "early_stop_points": 0.0,
     })
     c.checkpoint = ml_collections.ConfigDict({"every_epochs": 1, "keep": 2})
     # 'auto': resume from the workdir's checkpoint when its config trains the same model (else a clear error);

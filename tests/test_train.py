@@ -45,6 +45,20 @@ def test_end_to_end_an(data_dir, tmp_path):
     assert set(on_disk["timing"]) == {"setup_s", "train_s", "eval_s", "checkpoint_s", "plot_s"}
     assert on_disk["wall_time_s"] == pytest.approx(sum(on_disk["timing"].values()))
 
+    # Model selection (BASELINES.md section 2): both protocols beside the final model; `select` is 'final'.
+    assert on_disk["select"] == "final" and on_disk["test"] == on_disk["final"]["test"]
+    assert on_disk["final"]["epoch"] == 2 and on_disk["early_stopped_epoch"] is None
+    best = on_disk["best_val"]
+    assert best["epoch"] == max(history, key=lambda h: (h["val_mAP"], -h["epoch"]))["epoch"]
+    assert best["selected_by"] == "val_mAP (complete labels)"
+    # The kept best checkpoint IS that epoch's model: its validation mAP is the one the history recorded.
+    assert best["val"]["mAP"] == pytest.approx(history[best["epoch"] - 1]["val_mAP"], abs=1e-9)
+    assert set(best["test"]) == set(on_disk["test"])
+    single = on_disk["best_val_single_positive"]
+    assert single["epoch"] == max(history, key=lambda h: (h["val_single_positive_mAP"], -h["epoch"]))["epoch"]
+    assert single["epochs_after_complete_label_choice"] == single["epoch"] - best["epoch"]
+    assert all(0.0 < h["val_single_positive_mAP"] < 1.0 for h in history)
+
     assert (workdir / "training.png").stat().st_size > 1000
     assert (workdir / "config.json").exists()
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir / "tensorboard"))
@@ -87,7 +101,7 @@ def test_resume_after_kill_gives_identical_results(data_dir, tmp_path, method_na
     extra = {}
     if method_name == "adagc":
         extra = {"trigger.rule": "fixed", "trigger.epoch": 1}
-    flags = tiny_flags(data_dir, num_epochs=3, method=method_name, **extra)
+    flags = tiny_flags(data_dir, num_epochs=3, method=method_name, **{"eval.select": "best_val", **extra})
     base = [os.path.join(REPO, "launch.py"), "--config", os.path.join(REPO, "configs", "default.py")] + flags
 
     straight = tmp_path / "straight"
@@ -120,6 +134,30 @@ def test_resume_after_kill_gives_identical_results(data_dir, tmp_path, method_na
         np.testing.assert_allclose([h.get(key, 0.0) or 0.0 for h in b["history"]],
                                    [h.get(key, 0.0) or 0.0 for h in a["history"]], rtol=0, atol=1e-6, err_msg=key)
     assert b["trigger"] == a["trigger"]
+    # eval.select=best_val: the reported blocks are the best validation epoch's, identical after the kill.
+    assert b["select"] == "best_val" and b["test"] == b["best_val"]["test"]
+    for name in ("best_val", "best_val_single_positive", "final"):
+        assert b[name]["epoch"] == a[name]["epoch"], name
+        for model in ("teacher", "student"):
+            assert b[name]["test"][model]["mAP"] == pytest.approx(a[name]["test"][model]["mAP"], abs=1e-6), name
+
+
+def test_early_stop_with_best_epoch_1_leaves_a_complete_resumable_run(data_dir, tmp_path):
+    """eval.early_stop_points: this tiny run's validation mAP falls after epoch 1 (0.455 -> 0.453), so with 0.1
+    points it stops after epoch 2 with epoch 1 the best; results.json, plots and a checkpoint of the stop epoch are
+    there, and running it again trains nothing more and reports the same."""
+    config = tiny_config(data_dir, num_epochs=5, **{"eval.early_stop_points": 0.1, "eval.train_diagnostics": False})
+    workdir = tmp_path / "run"
+    first = train.train_and_evaluate(config, str(workdir))
+    assert first["early_stopped_epoch"] == 2 and first["final"]["epoch"] == 2
+    assert first["best_val"]["epoch"] == 1 and [h["epoch"] for h in first["history"]] == [1, 2]
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+    assert (workdir / "training.png").exists() and (workdir / "diagnostics.png").exists()
+    assert os.listdir(workdir / "best_val") == ["1"]
+    again = train.train_and_evaluate(config, str(workdir))
+    assert [h["epoch"] for h in again["history"]] == [1, 2]
+    for name in ("final", "best_val", "best_val_single_positive"):
+        assert again[name]["test"]["mAP"] == pytest.approx(first[name]["test"]["mAP"], abs=1e-9)
 
 
 def test_four_devices_match_one_device(data_dir, tmp_path):
