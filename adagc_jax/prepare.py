@@ -1,6 +1,6 @@
 """Gets a TFDS dataset ready in data_dir, once (ARCHITECTURE.md data flow, docs/datasets.md).
 
-One job: `prepare` generates a generated dataset (synthetic_scenes) on the spot, or prepares a real one from the
+One job: `prepare` builds a generated dataset (synthetic_scenes) on the spot, or prepares a real one from the
 user's manual_dir (never downloaded); every data or file-system error of that preparation becomes ONE clear
 DatasetError (what, which file, how to fix); the unfinished preparations of killed runs are removed under a
 per-dataset lock; the files a skip_corrupt preparation left out are listed (`skipped_files`, `describe_skipped`).
