@@ -13,7 +13,8 @@ ll's terms are per entry but WHICH entries are rejected or corrected is decided 
 batch (the k largest unobserved losses, section 4): reduce them over the same batch they were
 computed on. All functions are pure and jit-able; per-epoch knobs (LL rate, GR/SPLC epoch) may be
 traced scalars, and per-dataset state (ROLE's Z rows, APL's soft negatives, LL-Cp's corrections) is
-passed in explicitly and updated by the small host/pure helpers at the end of this module.
+passed in explicitly; its initial values and updates, and the per-epoch schedules, are computed by
+loss_schedules.py (LL-Cp's flip mask, ll_cp_flips, is here: it shares ll's batch selection).
 
 Numerics follow the official code on purpose (BASELINES.md section 8), not this project's own
 log-sigmoid BCE (METHOD.md): Cole/EM/APL use nl_e(z) = -log(z + 1e-5) on p = sigmoid(x), GR uses
@@ -28,19 +29,15 @@ Notation (section 0): P = {o == 1} observed positives, U = {o == 0} unobserved e
 divides by B*C and counts every entry, including those with no term.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from adagc_jax import gc
+from adagc_jax import gc, loss_schedules
 
 COLE_EPS = 1e-5  # LOG_EPSILON of Cole et al., also used by EM/APL (section 3, 5)
 GR_EPS = 1e-7  # GRLoss uses a smaller epsilon (section 6)
 LL_SCHEMES = ('R', 'Ct')
 REDUCTIONS = ('sum', 'mean')
-ROLE_LOGIT_CLAMP = 1e-5  # Cole's inverse_sigmoid clamps p to [1e-5, 1 - 1e-5] (section 3)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,11 +194,6 @@ def _ll_selection(base, observed, rate):
     return u, k > 0, kth_largest
 
 
-def ll_num_modified(num_entries, rate):
-    """The official k = math.ceil(B*C*rate) in float64 (host side, for logging and checks)."""
-    return math.ceil(num_entries * rate)
-
-
 def ll(logits, observed, scheme, rate):
     """LL-R / LL-Ct (section 4): BCE-with-logits terms where the largest unobserved losses are modified.
 
@@ -209,8 +201,8 @@ def ll(logits, observed, scheme, rate):
     t = k-th largest u, M = {u >= t} (ties at t are all modified, so M may exceed k entries).
     'R' (rejection) puts 0 on M, 'Ct' (temporary correction) puts corr on M; loss = mean_bc(terms).
     M is chosen over the whole batch, so reduce the terms over the batch they were computed on.
-    rate = 1 - clean_rate (see ll_rate); rate 0 (epoch 1) modifies nothing. As in the official code,
-    if t = 0 the observed positives are in M too (unreachable at realistic rates).
+    rate = 1 - clean_rate (see loss_schedules.ll_rate); rate 0 (epoch 1) modifies nothing. As in the
+    official code, if t = 0 the observed positives are in M too (unreachable at realistic rates).
 
     LL-Cp (intended version, first commit ac475fe) is ll(..., 'Ct', delta_rel) in epochs >= 2 (a fixed
     k = ceil(B*C*delta_rel), not the growing schedule; rate 0 in epoch 1) plus ll_cp_flips written
@@ -220,7 +212,8 @@ def ll(logits, observed, scheme, rate):
     scheme must be static under jit; rate may be traced. Precision caveat: the official k is
     ceil in float64 of a rate built by repeated float64 subtraction (e.g. 320 * 0.025000000000000022
     = 8.000000000000007 -> k = 9), which float32 rounds to an exact integer (k = 8). With x64 off this
-    happens only where B*C*rate is an integer in exact arithmetic; ll_num_modified gives the official k.
+    happens only where B*C*rate is an integer in exact arithmetic; loss_schedules.ll_num_modified gives
+    the official k.
     """
     if scheme not in LL_SCHEMES:
         raise ValueError(f'Unknown LL scheme {scheme!r}; valid: {LL_SCHEMES} (LL-Cp = "Ct" + ll_cp_flips)')
@@ -230,20 +223,6 @@ def ll(logits, observed, scheme, rate):
     modified = do_modify & (u >= threshold)
     replacement = jnp.zeros_like(base) if scheme == 'R' else corrected
     return jnp.where(modified, replacement, base)
-
-
-def ll_rate(epoch, delta_rel):
-    """rate = 1 - clean_rate for 1-based epoch e, by the official repeated float64 subtraction.
-
-    clean_rate starts at 1 and loses delta_rel after every epoch (section 4 "Schedule"), so epoch 2
-    with delta 0.002 gives 0.0020000000000000018, not 0.002. delta_rel is a fraction (CLI 0.2 -> 0.002).
-    """
-    if epoch < 1:
-        raise ValueError(f'epoch is 1-based, got {epoch}')
-    clean_rate = 1.0
-    for _ in range(epoch - 1):
-        clean_rate -= delta_rel
-    return 1.0 - clean_rate
 
 
 def ll_cp_flips(logits, observed, rate):
@@ -287,7 +266,7 @@ def em_apl(logits, observed, alpha, beta):
     """EM + APL (section 5): EM on o in {1, 0}, plus beta * soft BCE toward s on o = -s < 0; mean_bc.
 
     Soft negatives are stored in observed as -s (s = the probability when pseudo-labelled, see
-    apl_update); observed is read as float32, so s is the float32-rounded stored value.
+    loss_schedules.apl_update); observed is read as float32, so s is the float32-rounded stored value.
     """
     x = _as_float(logits)
     p = jax.nn.sigmoid(x)
@@ -302,55 +281,8 @@ def em_apl(logits, observed, alpha, beta):
     )
 
 
-def apl_update(probs, observed, initial_unobserved_counts, neg_proportion, num_epochs, warmup):
-    """APL state update (section 5), run on the host after training epoch e >= warmup (1-based).
-
-    probs: (N, C) p for every training image (eval-mode model over the shuffled, flipped train
-    loader); observed: the current (N, C) table; initial_unobserved_counts: U_c^0 = (o0 == 0).sum(0)
-    of the *initial* table. Per class, n_c = int(neg_proportion * U_c^0 / (T - warmup)) of the
-    entries still at o == 0 with the smallest p get o = -p. Already pseudo-labelled entries are
-    negative, so they are never re-selected or revised; no positive pseudo-labels are made.
-    Returns a new table (float, the input's float dtype or float32). Ties in p go to the lower row.
-    """
-    probs = np.asarray(probs)
-    observed = np.asarray(observed)
-    if num_epochs <= warmup:
-        raise ValueError(f'APL needs num_epochs > warmup, got {num_epochs} <= {warmup}')
-    counts = np.asarray(initial_unobserved_counts, dtype=np.float64)
-    # Same float64 operation order as the official int(neg_proportion * U0 / (T - warmup)).
-    per_class = (neg_proportion * counts / (num_epochs - warmup)).astype(np.int64)
-    unobserved = observed == 0
-    per_class = np.minimum(per_class, unobserved.sum(axis=0))
-    order = np.argsort(np.where(unobserved, probs, np.inf), axis=0, kind='stable')
-    within_quota = np.arange(observed.shape[0])[:, None] < per_class[None, :]
-    selected = np.zeros_like(unobserved)
-    np.put_along_axis(selected, order, within_quota, axis=0)
-    out_dtype = observed.dtype if np.issubdtype(observed.dtype, np.floating) else np.float32
-    return np.where(selected, -probs, observed).astype(out_dtype)
-
-
 # ----------------------------------------------------------------------------------------------
 # Chen et al., GR loss (section 6)
-
-
-def gr_schedule(epoch, num_epochs, linear_init_epochs=0, beta=(0, 2, -2, -2), alpha=(0.5, 2, 0.8, 0.5)):
-    """(w, b, mu, sigma) of 1-based epoch e (section 6 "Schedule"); epoch may be traced.
-
-    a(e) = max(e - n - 1, 0) / (T - n) drives w, b (one epoch behind, so w never reaches wT);
-    c(e) = max(e - n, 0) / (T - n) drives mu, sigma. beta = (w0, wT, b0, bT),
-    alpha = (mu0, sigma0, muT, sigmaT).
-    """
-    w0, w_end, b0, b_end = beta
-    mu0, sigma0, mu_end, sigma_end = alpha
-    span = num_epochs - linear_init_epochs
-    lagged = jnp.maximum(epoch - linear_init_epochs - 1, 0) / span
-    current = jnp.maximum(epoch - linear_init_epochs, 0) / span
-    return (
-            w0 + (w_end - w0) * lagged,
-            b0 + (b_end - b0) * lagged,
-            mu0 + (mu_end - mu0) * current,
-            sigma0 + (sigma_end - sigma0) * current,
-    )
 
 
 def gr(
@@ -373,15 +305,15 @@ def gr(
     p^q and (1-p)^q are evaluated as exp(q log_sigmoid(+-x)): the same function, but finite in
     value and gradient where float32 sigmoid underflows to 0 (torch's p**q gives inf * 0 = nan there).
     """
-    w, b, mu, sigma = gr_schedule(epoch, num_epochs, linear_init_epochs, beta, alpha)
+    w, b, mu, sigma = loss_schedules.gr_schedule(epoch, num_epochs, linear_init_epochs, beta, alpha)
     return gr_from_schedule(logits, observed, w, b, mu, sigma, q2=q2, q3=q3)
 
 
 def gr_from_schedule(logits, observed, w, b, mu, sigma, q2=0.01, q3=1.0):
-    """GR loss (section 6) at given schedule values (w, b, mu, sigma) = gr_schedule(epoch, ...).
+    """GR loss (section 6) at schedule values (w, b, mu, sigma) = loss_schedules.gr_schedule(epoch, ...).
 
     The trainer computes the schedule on the host once per epoch and passes the four values as traced
-    scalars; gr(...) is this function after gr_schedule.
+    scalars; gr(...) is this function after loss_schedules.gr_schedule.
     """
     x = _as_float(logits)
     p = jax.nn.sigmoid(x)
@@ -448,37 +380,6 @@ def full(logits, observed):
     Here `observed` is the full label matrix; every entry has a target.
     """
     return gc.bce_with_logits(_as_float(logits), observed)
-
-
-# ----------------------------------------------------------------------------------------------
-# ROLE state
-
-
-def _clamped_logit(p):
-    """Cole's inverse_sigmoid: log(p / (1 - p)) with p clamped to [1e-5, 1 - 1e-5], as float32.
-
-    Evaluated in float64 on the host (an init-time helper): in float32 the bound 1 - 1e-5 itself
-    rounds, which moves the capped logit by 1e-3.
-    """
-    p = np.clip(np.asarray(p, np.float64), ROLE_LOGIT_CLAMP, 1.0 - ROLE_LOGIT_CLAMP)
-    return jnp.asarray(np.log(p / (1.0 - p)), jnp.float32)
-
-
-def role_init_label_logits(rng, observed, estimates=None):
-    """Initial ROLE label logits Z (N_train, C) (section 3 "State").
-
-    Unobserved: a (2u - 1) with u ~ U(0, 1) and a = logit(0.6), so q starts in (0.4, 0.6);
-    observed positive (o = 1): logit(0.995); observed negative (o = -1): logit(0.005).
-    With `estimates` (q of a previous stage, e.g. Cole's linear_init phase) Z = logit(clamped q)
-    instead and rng is unused; the clamp caps |Z| at logit(1 - 1e-5) = 11.51.
-    """
-    observed = jnp.asarray(observed)
-    if estimates is not None:
-        return _clamped_logit(estimates)
-    uniform = jax.random.uniform(rng, observed.shape, jnp.float32)
-    z = _clamped_logit(0.6) * (2.0 * uniform - 1.0)
-    z = jnp.where(observed == 1, _clamped_logit(0.995), z)
-    return jnp.where(observed == -1, _clamped_logit(0.005), z)
 
 
 # ----------------------------------------------------------------------------------------------

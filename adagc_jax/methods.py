@@ -34,7 +34,7 @@ from typing import Any, Callable, NamedTuple
 import jax.numpy as jnp
 import optax
 
-from adagc_jax import config_utils, ema, gc, losses
+from adagc_jax import config_utils, ema, gc, loss_schedules, losses
 
 
 class StepContext(NamedTuple):
@@ -193,6 +193,7 @@ def observed_rows(batch) -> jnp.ndarray:
 # applies the official reduction (mean over B*C; Hill/SPLC: config's `reduction`; EPR/ROLE: + their regulariser).
 # Per-epoch schedules are knobs (traced, never recompiled); per-dataset state (ROLE's Z, LL-Cp's and APL's observed
 # tables) lives in method_params / method_state, so it is replicated on the devices and checkpointed with the run.
+# The schedules and the host-side state updates (initial Z, APL's pseudo-labels) are loss_schedules.py's.
 
 
 def _hp(ctx, name):
@@ -257,7 +258,7 @@ EPR = Method(name="epr", description="expected positive regularisation (Cole et 
 def _role_init(config, data, rng):
     """Z (N, C): a(2u - 1) on unobserved entries (q in (0.4, 0.6)), logit(0.995) on observed positives."""
     _, state = _prior_state("role")(config, data, rng)
-    return {"label_logits": losses.role_init_label_logits(rng, data.observed)}, state
+    return {"label_logits": loss_schedules.role_init_label_logits(rng, data.observed)}, state
 
 
 def _role_loss(logits, targets, ctx):
@@ -288,7 +289,7 @@ ROLE = Method(
 def _ll_knobs(name):
     def knobs(config, epoch):
         # rate = 1 - clean_rate by the official repeated float64 subtraction, then fed as a float32 knob.
-        return {"ll_rate": losses.ll_rate(epoch, config.losses[name].delta_rel)}
+        return {"ll_rate": loss_schedules.ll_rate(epoch, config.losses[name].delta_rel)}
     return knobs
 
 
@@ -351,7 +352,7 @@ def _apl_loss(logits, targets, ctx):
 
 
 def _apl_epoch_end(config, epoch, method_state, predict_train):
-    """APL's negative pseudo-labelling after epoch `epoch` >= warmup (BASELINES.md section 5, losses.apl_update).
+    """APL's negative pseudo-labelling (loss_schedules.apl_update, BASELINES.md section 5) after epoch >= warmup.
 
     Deviations, on purpose: the probabilities come from the student in inference mode on the UN-augmented training
     images (the official pass runs the train loader with its random flips); and the pass after the final epoch,
@@ -362,8 +363,8 @@ def _apl_epoch_end(config, epoch, method_state, predict_train):
     warmup, num_epochs = hp.warmup, config.num_epochs
     if epoch < warmup or epoch >= num_epochs:
         return method_state
-    table = losses.apl_update(predict_train(), method_state["observed"], method_state["initial_unobserved"],
-                              hp.neg_proportion, num_epochs, warmup)
+    table = loss_schedules.apl_update(predict_train(), method_state["observed"],
+                                      method_state["initial_unobserved"], hp.neg_proportion, num_epochs, warmup)
     return {**method_state, "observed": table}
 
 
@@ -408,8 +409,8 @@ SPLC = Method(name="splc", description="self-paced loss correction: confident un
 
 def _gr_knobs(config, epoch):
     hp = config.losses.gr
-    w, b, mu, sigma = losses.gr_schedule(epoch, config.num_epochs, hp.linear_init_epochs,
-                                         tuple(float(v) for v in hp.beta), tuple(float(v) for v in hp.alpha))
+    w, b, mu, sigma = loss_schedules.gr_schedule(epoch, config.num_epochs, hp.linear_init_epochs,
+                                                 tuple(float(v) for v in hp.beta), tuple(float(v) for v in hp.alpha))
     return {"gr_w": float(w), "gr_b": float(b), "gr_mu": float(mu), "gr_sigma": float(sigma)}
 
 

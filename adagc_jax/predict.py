@@ -6,12 +6,9 @@ dataset_info.json (class names, input size, band statistics, the stored dtype an
 run starts: `write_dataset_info`) and the checkpoints. The reported model is the one results.json reports: the
 last epoch's teacher where the run has one (`ema.weights`), else its student.
 
-New files are prepared exactly as the evaluation pipeline prepares a stored image: decoded to the stored dtype,
-resized with `input_pipeline.resize_image`, normalised with `input_pipeline.normalise` and the run's statistics
-(one definition of each). What a file must hold: the training images' band count and dtype (JPEG / PNG / TIFF
-RGB uint8 for AID and UCM; for reBEN one GeoTIFF per patch with the 12 bands B01..B12 (B8A after B08) as uint16
-on one grid, the layout `reben_patch_to_geotiff` writes). A file that cannot be decoded, or that holds another
-band count or dtype, is reported by name with the reason and left out; the other files are still predicted.
+Reading and checking the new image files, and making the model input from them, is image_files.py's job. A file
+that cannot be decoded, or that holds another band count or dtype, is reported by name with the reason and left
+out; the other files are still predicted.
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
-import glob
 import json
 import os
 
@@ -27,16 +23,15 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tifffile
 from tqdm import tqdm
 
-from adagc_jax import checkpoint, evaluate, experiment, input_pipeline, parallel, reporting, workdir as workdir_lib
+from adagc_jax import (checkpoint, evaluate, experiment, image_files, input_pipeline, parallel, prepare, reporting,
+                       workdir as workdir_lib)
 from adagc_jax.errors import ConfigError, DatasetError, DeviceError, WorkdirError
 
 DATASET_INFO_FILE = "dataset_info.json"
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 # Metrics of the --mode=eval table, in this order (metrics.compute_metrics keys).
 TABLE_METRICS = ("mAP", "micro_F1", "macro_F1", "micro_precision", "micro_recall", "macro_precision",
                  "macro_recall", "hamming_loss", "ranking_loss", "one_error", "coverage", "label_cardinality_error")
@@ -186,96 +181,6 @@ def load_run(workdir: str, config=None) -> TrainedRun:
                       models=evaluate.evaluated_models(state))
 
 
-# -- reading new images -------------------------------------------------------------------------------------------
-
-class UnusableFile(Exception):
-    """A file that is left out of the predictions; the message says why (and how to fix it where one can)."""
-
-
-def list_inputs(pattern: str) -> tuple[list[str], str | None]:
-    """(files, folder): every JPEG / PNG / TIFF under a folder (recursively, sorted; other files such as GDAL's
-    .aux.xml side-cars are ignored), or the files a glob pattern (or one path) names. Rows are named relative to
-    `folder` (None: as given)."""
-    pattern = os.path.expanduser(pattern)
-    if os.path.isdir(pattern):
-        files = sorted(os.path.join(root, name) for root, _, names in os.walk(pattern) for name in names
-                       if name.lower().endswith(IMAGE_EXTENSIONS))
-        if not files:
-            raise DatasetError(f"--input {pattern} holds no {', '.join(IMAGE_EXTENSIONS)} file (searched "
-                               "recursively). Point --input at the folder of the images, or at a glob such as "
-                               "'images/*.tif'.")
-        return files, pattern
-    files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
-    if not files:
-        raise DatasetError(f"--input {pattern!r} matches no file. Give a folder, a file, or a glob pattern in "
-                           "quotes (e.g. --input='images/**/*.jpg').")
-    return files, None
-
-
-def read_image(path: str) -> np.ndarray:
-    """The pixels of one file as (H, W, bands) in the file's own dtype; UnusableFile when it cannot be decoded."""
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in IMAGE_EXTENSIONS:
-        raise UnusableFile(f"not a JPEG, PNG or TIFF file (reads {', '.join(IMAGE_EXTENSIONS)})")
-    try:
-        if suffix in (".tif", ".tiff"):
-            return _read_tiff(path)
-        with open(path, "rb") as f:
-            encoded = f.read()
-        # As TFDS decodes the stored JPEG / PNG images (tf.image.decode_image), with the file's own band count.
-        return tf.io.decode_image(encoded, channels=0, expand_animations=False).numpy()
-    except UnusableFile:
-        raise
-    except Exception as e:  # pylint: disable=broad-except  # decoders raise many types
-        text = " ".join(str(e).split()) or type(e).__name__
-        raise UnusableFile(f"cannot be decoded ({text[:200]})") from e
-
-
-def _read_tiff(path: str) -> np.ndarray:
-    """A (Geo)TIFF as (H, W, bands): pixel-interleaved, band-interleaved (planar) or one page per band."""
-    with tifffile.TiffFile(path) as tif:
-        series = tif.series[0]
-        data, axes, shaped = series.asarray(), series.axes, tif.is_shaped
-    if data.size == 0:  # tifffile returns an empty array when the first IFD is unreadable
-        raise UnusableFile("cannot be decoded (no image data)")
-    if data.ndim == 2:
-        return data[..., None]
-    if data.ndim == 3:
-        if axes.endswith("S"):  # samples last: (H, W, bands)
-            return data
-        if axes.startswith("S"):  # planar configuration 'separate' (GDAL's INTERLEAVE=BAND)
-            return np.moveaxis(data, 0, -1)
-        if shaped:  # written by tifffile from an (H, W, bands) array, as pages; its own metadata says so
-            return data
-        if axes.endswith("YX"):  # one page per band
-            return np.moveaxis(data, 0, -1)
-    raise UnusableFile(f"holds an array of shape {data.shape} (axes {axes}); expected one image of "
-                       "(height, width, bands)")
-
-
-def check_image(image: np.ndarray, data: StoredData) -> None:
-    """UnusableFile unless the image has the training images' band count and dtype (values in other units would
-    be normalised with the wrong statistics and give confident nonsense)."""
-    expected = data.info.image_shape[-1]
-    bands = image.shape[-1]
-    order = f" ({', '.join(data.bands)}, in this order)" if data.bands else ""
-    if bands != expected:
-        raise UnusableFile(
-            f"has {bands} band{'s' if bands != 1 else ''}, but the model was trained on {expected}-band "
-            f"{data.info.name} images{order}: give it images with those bands (docs/predict.md)")
-    if image.dtype != data.dtype:
-        raise UnusableFile(
-            f"holds {image.dtype} values, but the model was trained on {data.dtype} {data.info.name} images "
-            f"(normalised with their statistics): convert it to {data.dtype} in the training data's units "
-            "(docs/predict.md)")
-
-
-def prepare_image(image: np.ndarray, info: input_pipeline.DatasetInfo) -> np.ndarray:
-    """The model input of one image: the evaluation pipeline's resize and normalisation."""
-    height, width, _ = info.image_shape
-    return input_pipeline.normalise(input_pipeline.resize_image(image, height, width), info.mean, info.std).numpy()
-
-
 # -- predicting ---------------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
@@ -311,7 +216,7 @@ def predict_files(run: TrainedRun, input_pattern: str, output: str, threshold: f
         raise ConfigError(f"--threshold={threshold} is not a probability; give a value in [0, 1] (default 0.5).")
     if top_k < 0:
         raise ConfigError(f"--top_k={top_k} is negative; give 0 (use --threshold) or the number of labels per image.")
-    files, folder = list_inputs(input_pattern)
+    files, folder = image_files.list_inputs(input_pattern)
     info, mesh = run.data.info, run.exp.mesh
     num_devices = mesh.devices.size
     batch_size = -(-int(run.config.eval_batch_size) // num_devices) * num_devices
@@ -322,10 +227,10 @@ def predict_files(run: TrainedRun, input_pattern: str, output: str, threshold: f
 
     def load(path):
         try:
-            image = read_image(path)
-            check_image(image, run.data)
-            return prepare_image(image, info), None
-        except UnusableFile as e:
+            image = image_files.read_image(path)
+            image_files.check_image(image, run.data)
+            return image_files.prepare_image(image, info), None
+        except image_files.UnusableFile as e:
             return None, str(e)
 
     output = os.path.abspath(os.path.expanduser(output))
@@ -411,7 +316,7 @@ def evaluate_run(run: TrainedRun, split: str = "test") -> dict:
     if split not in input_pipeline.SPLITS:
         raise ConfigError(f"--split={split!r} is not valid; valid splits: {list(input_pipeline.SPLITS)}")
     builder = input_pipeline.get_builder(config.dataset)
-    input_pipeline.prepare(builder, config.dataset, log=reporting.log)
+    prepare.prepare(builder, config.dataset, log=reporting.log)
     info = input_pipeline.dataset_info(builder, config.dataset)
     stored = run.data.info
     if (info.class_names, info.num_examples, info.image_shape) != (stored.class_names, stored.num_examples,
@@ -446,22 +351,3 @@ def eval_command(workdir: str, config, split: str) -> dict:
     reporting.log(f"{split} split of {run.data.info.name}, final models of {run.workdir} (epoch {run.epoch}; "
                   f"* = reported model):\n{metrics_table(per_model, run.reported)}")
     return per_model
-
-
-# -- the reBEN input format ---------------------------------------------------------------------------------------
-
-def reben_patch_to_geotiff(patch_dir: str, output: str, bands: str = "all") -> np.ndarray:
-    """Writes one BigEarthNet v2.0 patch folder (<patch_id>_<band>.tif, one GeoTIFF per band) as the one-file
-    input predict reads: (120, 120, bands) uint16, bands in the training order (B01..B12, B8A after B08; or
-    B04, B03, B02 for 'rgb'), the 20 m and 60 m bands resampled to the 10 m grid exactly as the reben builder
-    does. Returns the array written."""
-    from pathlib import Path  # pylint: disable=import-outside-toplevel
-
-    from adagc_jax.datasets import reben  # pylint: disable=import-outside-toplevel  # reBEN only
-
-    folder = Path(patch_dir)
-    patch_id = folder.name
-    image = np.stack([reben._read_band(folder / f"{patch_id}_{b}.tif", b)  # pylint: disable=protected-access
-                      for b in reben.BAND_SETS[bands]], -1)
-    tifffile.imwrite(output, image, photometric="minisblack", planarconfig="contig")
-    return image

@@ -9,14 +9,14 @@ import types
 import pytest
 import tensorflow_datasets as tfds
 
-from adagc_jax import input_pipeline
+from adagc_jax import prepare as prepare_lib
 from adagc_jax.errors import DatasetError
 
 
 def prepare(name, data_dir, manual_dir, config=None):
-    """Prepares through input_pipeline.prepare, as a training run does, so errors arrive as the user sees them."""
+    """Prepares through adagc_jax.prepare.prepare, as a training run does, so errors arrive as the user sees them."""
     builder = tfds.builder(name, config=config, data_dir=str(data_dir))
-    input_pipeline.prepare(builder, types.SimpleNamespace(manual_dir=str(manual_dir)))
+    prepare_lib.prepare(builder, types.SimpleNamespace(manual_dir=str(manual_dir)))
     return builder
 
 

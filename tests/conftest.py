@@ -55,12 +55,12 @@ def tiny_flags(data_dir, **overrides):
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     """TFDS data_dir holding the tiny synthetic_scenes config, prepared once for the whole session."""
-    from adagc_jax import input_pipeline
+    from adagc_jax import input_pipeline, prepare
 
     path = tmp_path_factory.mktemp("tfds")
     config = tiny_config(path)
     builder = input_pipeline.get_builder(config.dataset)
-    input_pipeline.prepare(builder, config.dataset)
+    prepare.prepare(builder, config.dataset)
     return path
 
 

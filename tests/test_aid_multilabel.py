@@ -24,7 +24,7 @@ import tensorflow_datasets as tfds
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
 import builder_helpers
-from adagc_jax import input_pipeline
+from adagc_jax import prepare as prepare_lib
 from adagc_jax.datasets import aid_multilabel, common, make_dummy_data
 from adagc_jax.errors import DatasetError
 from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
@@ -308,9 +308,9 @@ def test_corrupt_image_stops_cleanly_or_is_skipped(tmp_path):
 
     config = aid_multilabel.make_config(skip_corrupt=True)
     skipping = tfds.builder("aid_multilabel", config=config, data_dir=str(data_dir))
-    notices = input_pipeline.prepare(skipping, types.SimpleNamespace(manual_dir=str(manual)))
+    notices = prepare_lib.prepare(skipping, types.SimpleNamespace(manual_dir=str(manual)))
     assert notices == ["skipped 1 unreadable file (skip_corrupt=True): park_181.jpg"]
-    assert input_pipeline.skipped_files(skipping) == [str(bad)]
+    assert prepare_lib.skipped_files(skipping) == [str(bad)]
     test = read_split(skipping, "test")
     assert [e["name"] for e in test] == ["airport_81", "beach_81"]
     assert [e["id"] for e in test] == [0, 1]
@@ -320,8 +320,8 @@ def test_corrupt_image_stops_cleanly_or_is_skipped(tmp_path):
     reloaded = tfds.builder("aid_multilabel", config=aid_multilabel.make_config(
         skip_corrupt=True), data_dir=str(data_dir))
     assert reloaded.info.metadata["skipped"][0]["file"] == str(bad)
-    assert input_pipeline.skipped_files(reloaded) == [str(bad)]
-    assert input_pipeline.prepare(reloaded, None) == []  # prepared: nothing to do, nothing to say again
+    assert prepare_lib.skipped_files(reloaded) == [str(bad)]
+    assert prepare_lib.prepare(reloaded, None) == []  # prepared: nothing to do, nothing to say again
 
     bad.write_bytes(original)  # a later run with the file repaired builds normally
     assert prepare(data_dir, manual).info.splits["test"].num_examples == 3
@@ -383,7 +383,7 @@ def test_remove_orphans_takes_only_old_unfinished_folders_of_this_version(tmp_pa
         os.utime(path, (an_hour_ago, an_hour_ago))
     (busy / "shard").write_text("x")
     os.utime(busy, (an_hour_ago, an_hour_ago))
-    assert input_pipeline.remove_orphans(str(tmp_path), "1.0.0") == [str(old)]
+    assert prepare_lib.remove_orphans(str(tmp_path), "1.0.0") == [str(old)]
     assert not old.exists()
     assert all(p.exists() for p in (fresh, busy, other_version, finished, unrelated))
 
@@ -391,7 +391,7 @@ def test_remove_orphans_takes_only_old_unfinished_folders_of_this_version(tmp_pa
 STALLED_PREPARE = """
 import sys, time, types
 import tensorflow_datasets as tfds
-from adagc_jax import input_pipeline
+from adagc_jax import prepare as prepare_lib
 from adagc_jax.datasets import aid_multilabel
 original = aid_multilabel._read_checked_jpeg
 def stall(path):
@@ -402,7 +402,7 @@ def stall(path):
 aid_multilabel._read_checked_jpeg = stall
 tfds.disable_progress_bar()
 builder = tfds.builder("aid_multilabel", data_dir=sys.argv[1])
-input_pipeline.prepare(builder, types.SimpleNamespace(manual_dir=sys.argv[2]))
+prepare_lib.prepare(builder, types.SimpleNamespace(manual_dir=sys.argv[2]))
 """
 
 
@@ -417,7 +417,7 @@ def test_a_killed_preparation_is_waited_for_and_its_orphan_removed(tmp_path, mon
     def second_run():
         try:
             builder = tfds.builder("aid_multilabel", data_dir=str(data_dir))
-            result["notices"] = input_pipeline.prepare(builder, types.SimpleNamespace(manual_dir=str(DUMMY)),
+            result["notices"] = prepare_lib.prepare(builder, types.SimpleNamespace(manual_dir=str(DUMMY)),
                                                        log=notices.append)
         except BaseException as e:  # pylint: disable=broad-except  # reported by the assertions below
             result["error"] = e
@@ -428,7 +428,7 @@ def test_a_killed_preparation_is_waited_for_and_its_orphan_removed(tmp_path, mon
         assert "generating" in (line.strip() for line in lines)
         orphans = list((data_dir / "aid_multilabel" / "official").glob("incomplete.*_1.0.0"))
         assert len(orphans) == 1 and orphans[0].is_dir()
-        monkeypatch.setattr(input_pipeline, "ORPHAN_MIN_AGE_S", 0.0)  # the orphan is seconds old here
+        monkeypatch.setattr(prepare_lib, "ORPHAN_MIN_AGE_S", 0.0)  # the orphan is seconds old here
         thread.start()
         deadline = time.monotonic() + 120
         while not notices and time.monotonic() < deadline:

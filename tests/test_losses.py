@@ -1,4 +1,4 @@
-"""Tests for adagc_jax.losses against the test vectors of BASELINES.md section 10.
+"""Tests for adagc_jax.losses (and loss_schedules) against the test vectors of BASELINES.md section 10.
 
 The losses return per-entry (B, C) terms; the vectors are the official scalars, i.e. the terms reduced
 as methods.py reduces them (mean_bc; Hill/SPLC: reduce(..., 'sum'); EPR/ROLE: mean_bc + regulariser).
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adagc_jax import config_utils, gc, losses
+from adagc_jax import config_utils, gc, loss_schedules, losses
 
 RTOL = 1e-5
 RTOL_C = 2e-3
@@ -152,7 +152,7 @@ def test_role_init_label_logits():
     observed = np.zeros((64, 20), np.float32)
     observed[:, 3] = 1.0
     observed[0, 5] = -1.0
-    z = np.asarray(losses.role_init_label_logits(jax.random.key(0), observed))
+    z = np.asarray(loss_schedules.role_init_label_logits(jax.random.key(0), observed))
     assert z.shape == (64, 20) and z.dtype == np.float32
     np.testing.assert_allclose(z[:, 3], np.log(0.995 / 0.005), rtol=1e-6)
     np.testing.assert_allclose(z[0, 5], np.log(0.005 / 0.995), rtol=1e-6)
@@ -160,15 +160,15 @@ def test_role_init_label_logits():
     a = np.log(1.5)  # logit(0.6)
     assert np.all(np.abs(unobserved) < a)
     assert unobserved.min() < -0.9 * a and unobserved.max() > 0.9 * a  # spread over (-a, a)
-    again = losses.role_init_label_logits(jax.random.key(0), observed)
-    other = losses.role_init_label_logits(jax.random.key(1), observed)
+    again = loss_schedules.role_init_label_logits(jax.random.key(0), observed)
+    other = loss_schedules.role_init_label_logits(jax.random.key(1), observed)
     np.testing.assert_array_equal(z, again)
     assert not np.allclose(z[observed == 0], np.asarray(other)[observed == 0])
 
 
 def test_role_init_from_previous_estimates_is_clamped_logit():
     estimates = np.array([[0.0, 1.0, 0.5, 0.995]], np.float32)
-    z = losses.role_init_label_logits(None, np.zeros((1, 4)), estimates=estimates)
+    z = loss_schedules.role_init_label_logits(None, np.zeros((1, 4)), estimates=estimates)
     cap = np.log((1 - 1e-5) / 1e-5)
     np.testing.assert_allclose(z, [[-cap, cap, 0.0, np.log(0.995 / 0.005)]], rtol=1e-6, atol=1e-7)
 
@@ -209,14 +209,15 @@ def test_ll_terms_reject_or_correct_the_largest_unobserved_entries():
 
 
 def test_ll_rate_reproduces_float64_subtraction():
-    assert losses.ll_rate(1, 0.002) == 0.0
-    assert losses.ll_rate(2, 0.002) == 0.0020000000000000018
+    assert loss_schedules.ll_rate(1, 0.002) == 0.0
+    assert loss_schedules.ll_rate(2, 0.002) == 0.0020000000000000018
     expected_k = [0, 1, 2, 2, 3, 4, 4, 5, 6, 6]
-    assert [losses.ll_num_modified(320, losses.ll_rate(e, 0.002)) for e in range(1, 11)] == expected_k
+    k = [loss_schedules.ll_num_modified(320, loss_schedules.ll_rate(e, 0.002)) for e in range(1, 11)]
+    assert k == expected_k
     # The float64 artefact of the official code: 320 * 0.025000000000000022 -> k = 9, not 8.
-    assert losses.ll_num_modified(320, losses.ll_rate(6, 0.005)) == 9
+    assert loss_schedules.ll_num_modified(320, loss_schedules.ll_rate(6, 0.005)) == 9
     with pytest.raises(ValueError, match='1-based'):
-        losses.ll_rate(0, 0.002)
+        loss_schedules.ll_rate(0, 0.002)
 
 
 def test_ll_schedule_with_traced_rate_does_not_retrace():
@@ -235,7 +236,7 @@ def test_ll_schedule_with_traced_rate_does_not_retrace():
         return losses.mean_bc(losses.ll(logits, observed, 'R', rate)), losses.ll_cp_flips(logits, observed, rate)
 
     for epoch, k in zip(range(1, 11), [0, 1, 2, 2, 3, 4, 4, 5, 6, 6]):
-        rate = jnp.float32(losses.ll_rate(epoch, 0.002))
+        rate = jnp.float32(loss_schedules.ll_rate(epoch, 0.002))
         loss_r, flips = step(logits, observed, rate)
         assert int(flips.sum()) == max(k - 1, 0)
         expected = (base.sum() - unobserved_desc[:k].sum()) / base.size
@@ -279,21 +280,21 @@ def test_apl_update_selection_vector():
     probs = np.array([0.30, 0.05, 0.90, 0.12, 0.01, 0.40, 0.07, 0.20], np.float32)
     observed = np.array([0, 0, 1, 0, -0.02, 0, 0, 0], np.float32)
     # Column 1 repeats the vector with U^0 = 4: n = int(0.9 * 4 / 2) = int(1.8) = 1.
-    new = losses.apl_update(np.stack([probs, probs], 1), np.stack([observed, observed], 1),
-                            initial_unobserved_counts=[7, 4], neg_proportion=0.9, num_epochs=10, warmup=8)
+    new = loss_schedules.apl_update(np.stack([probs, probs], 1), np.stack([observed, observed], 1),
+                                    initial_unobserved_counts=[7, 4], neg_proportion=0.9, num_epochs=10, warmup=8)
     assert new.dtype == np.float32
     np.testing.assert_array_equal(new[:, 0], np.float32([0, -0.05, 1, -0.12, -0.02, 0, -0.07, 0]))
     np.testing.assert_array_equal(new[:, 1], np.float32([0, -0.05, 1, 0, -0.02, 0, 0, 0]))
     # Next epoch: pseudo-labelled entries are never re-selected, so the remaining zeros are taken
     # (n = 3 but only three zeros are left in column 0).
-    again = losses.apl_update(np.stack([probs, probs], 1), new, [7, 4], 0.9, 10, 8)
+    again = loss_schedules.apl_update(np.stack([probs, probs], 1), new, [7, 4], 0.9, 10, 8)
     np.testing.assert_array_equal(again[:, 0], np.float32([-0.30, -0.05, 1, -0.12, -0.02, -0.40, -0.07, -0.20]))
     np.testing.assert_array_equal(again[:, 1], np.float32([0, -0.05, 1, 0, -0.02, 0, -0.07, 0]))
     # Column 0 has no zero left: nothing changes (the observed positive is never overwritten).
-    third = losses.apl_update(np.stack([probs, probs], 1), again, [7, 4], 0.9, 10, 8)
+    third = loss_schedules.apl_update(np.stack([probs, probs], 1), again, [7, 4], 0.9, 10, 8)
     np.testing.assert_array_equal(third[:, 0], again[:, 0])
     with pytest.raises(ValueError, match='warmup'):
-        losses.apl_update(probs[:, None], observed[:, None], [7], 0.9, 5, 5)
+        loss_schedules.apl_update(probs[:, None], observed[:, None], [7], 0.9, 5, 5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,12 +304,13 @@ def test_apl_update_selection_vector():
 @pytest.mark.parametrize('epoch, expected', [(1, (0, -2, 0.5375, 1.8125)), (2, (0.25, -2, 0.575, 1.625)),
                                              (4, (0.75, -2, 0.65, 1.25)), (8, (1.75, -2, 0.8, 0.5))])
 def test_gr_schedule_table(epoch, expected):
-    np.testing.assert_allclose([float(v) for v in losses.gr_schedule(epoch, 8)], expected, rtol=1e-6, atol=1e-7)
+    schedule = loss_schedules.gr_schedule(epoch, 8)
+    np.testing.assert_allclose([float(v) for v in schedule], expected, rtol=1e-6, atol=1e-7)
 
 
 def test_gr_schedule_with_linear_init_epochs():
     # n = 2 frozen epochs: a(e), c(e) start counting after them, over T - n = 6 epochs.
-    w, b, mu, sigma = losses.gr_schedule(4, 8, linear_init_epochs=2)
+    w, b, mu, sigma = loss_schedules.gr_schedule(4, 8, linear_init_epochs=2)
     np.testing.assert_allclose([float(w), float(b), float(mu), float(sigma)],
                                [2 * 1 / 6, -2, 0.5 + 0.3 * 2 / 6, 2 - 1.5 * 2 / 6], rtol=1e-6)
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adagc_jax import config_utils, experiment, losses, methods, models, parallel
+from adagc_jax import config_utils, experiment, loss_schedules, losses, methods, models, parallel
 from adagc_jax import train_step as ts
 from conftest import TINY_OVERRIDES, fake_info
 
@@ -120,7 +120,7 @@ def _expected(name, config, logits, batch, before, epoch):
     if name == "em_apl":
         return losses.mean_bc(losses.em_apl(logits, table[ids], hp.em_apl.alpha, hp.em_apl.beta))
     if name in ("ll_r", "ll_ct"):
-        rate = np.float32(losses.ll_rate(epoch, hp[name].delta_rel))
+        rate = np.float32(loss_schedules.ll_rate(epoch, hp[name].delta_rel))
         return losses.mean_bc(losses.ll(logits, o, "R" if name == "ll_r" else "Ct", rate))
     if name == "ll_cp":
         rate = np.float32(0.0 if epoch == 1 else hp.ll_cp.delta_rel)
@@ -202,7 +202,7 @@ def test_knobs_follow_the_schedules():
     config = _config("gr")
     assert methods.METHODS["gr"].knobs(config, 1) == pytest.approx(
         dict(zip(("gr_w", "gr_b", "gr_mu", "gr_sigma"), (0.0, -2.0, 0.575, 1.625))))  # T = 4
-    assert methods.METHODS["ll_r"].knobs(config, 2)["ll_rate"] == losses.ll_rate(2, 0.002)
+    assert methods.METHODS["ll_r"].knobs(config, 2)["ll_rate"] == loss_schedules.ll_rate(2, 0.002)
     assert methods.METHODS["ll_cp"].knobs(config, 1)["ll_rate"] == 0.0
     assert methods.METHODS["ll_cp"].knobs(config, 5)["ll_rate"] == 0.002  # fixed, not growing
     assert methods.METHODS["splc"].knobs(config, 2)["splc_epoch"] == 1  # 0-based
@@ -239,7 +239,7 @@ def test_apl_epoch_end_writes_soft_negatives():
 
     assert method.epoch_end(config, 1, state, predict) is state and not calls  # before warmup
     new = method.epoch_end(config, 2, state, predict)
-    expected = losses.apl_update(probs, observed, (observed == 0).sum(0), 0.9, 5, 2)
+    expected = loss_schedules.apl_update(probs, observed, (observed == 0).sum(0), 0.9, 5, 2)
     np.testing.assert_array_equal(new["observed"], expected)
     # n_c = int(0.9 * U_c^0 / 3) soft negatives per class, o = -p, observed positives untouched.
     per_class = (0.9 * (observed == 0).sum(0) / 3).astype(int)

@@ -20,7 +20,7 @@ import pytest
 import tensorflow_datasets as tfds
 import tifffile
 
-from adagc_jax import cli, config_utils, evaluate, input_pipeline, predict, train
+from adagc_jax import cli, config_utils, evaluate, image_files, input_pipeline, predict, train
 from adagc_jax.errors import ConfigError, DatasetError, WorkdirError
 from conftest import REPO
 
@@ -165,7 +165,7 @@ def test_predict_reben_geotiffs_equals_evaluation(reben_run, tmp_path):
                                for p in os.listdir(os.path.join(DUMMY, "reben", "BigEarthNet-S2", tile))])
     for i, patch in enumerate(patches):
         name = os.path.basename(patch)
-        image = predict.reben_patch_to_geotiff(patch, str(images / f"{name}.tif"))
+        image = image_files.reben_patch_to_geotiff(patch, str(images / f"{name}.tif"))
         assert image.shape == (120, 120, 12) and image.dtype == np.uint16
         if i == 0:  # the same patch band-interleaved, as GDAL's INTERLEAVE=BAND writes it
             tifffile.imwrite(images / f"planar_{name}.tif", np.moveaxis(image, -1, 0), photometric="minisblack",
@@ -242,7 +242,7 @@ def test_clear_errors_before_any_model_is_built(aid_run, tmp_path):
     with pytest.raises(WorkdirError, match="has not finished: its last checkpoint is epoch 1 of 3"):
         predict.load_run(str(unfinished))
     with pytest.raises(DatasetError, match="matches no file"):
-        predict.list_inputs(str(tmp_path / "nothing*.jpg"))
+        image_files.list_inputs(str(tmp_path / "nothing*.jpg"))
     handler = signal.getsignal(signal.SIGTERM)
     try:
         assert cli.run(None, str(tmp_path), mode="train") == ConfigError.exit_code  # --config is needed to train

@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from adagc_jax import config_utils, input_pipeline, models, train
+from adagc_jax import config_utils, input_pipeline, models, prepare, train
 from conftest import REPO
 
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -124,7 +124,7 @@ def reben_cpu(tmp_path_factory):
     config.log.progress_bar = False
     config.num_devices = 1
     builder = input_pipeline.get_builder(config.dataset)
-    input_pipeline.prepare(builder, config.dataset)
+    prepare.prepare(builder, config.dataset)
     return config, builder
 
 

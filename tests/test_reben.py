@@ -20,7 +20,7 @@ import tifffile
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
 import builder_helpers
-from adagc_jax import input_pipeline
+from adagc_jax import prepare as prepare_lib
 from adagc_jax.datasets import common, make_dummy_data, reben
 from adagc_jax.errors import DatasetError
 from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
@@ -209,7 +209,7 @@ def test_corrupt_band_stops_cleanly_or_is_skipped(tmp_path):
     train = read_split(builder, "train")
     assert [(e["name"], e["id"]) for e in train] == [(A, 0)]
     assert [s["file"] for s in builder.info.metadata["skipped"]] == [str(bad)]
-    assert input_pipeline.skipped_files(builder) == [str(bad)]
+    assert prepare_lib.skipped_files(builder) == [str(bad)]
 
 
 def test_corrupt_reference_map_is_named(tmp_path):
