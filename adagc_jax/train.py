@@ -18,7 +18,8 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from adagc_jax import (checkpoint, config_checks, evaluate, experiment, input_pipeline, noise, parallel, plots,
-                       predict, reporting, selection, train_step as train_step_lib, workdir as workdir_lib)
+                       predict, prepare, reporting, selection, train_step as train_step_lib,
+                       workdir as workdir_lib)
 from adagc_jax.errors import ConfigError, NonFiniteLossError
 
 validate_config = config_checks.validate_config
@@ -71,10 +72,10 @@ def setup(config, workdir: str) -> Run:
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
 
     builder = input_pipeline.get_builder(config.dataset)
-    input_pipeline.prepare(builder, config.dataset, log=reporting.log)
-    skipped = input_pipeline.skipped_files(builder)
+    prepare.prepare(builder, config.dataset, log=reporting.log)
+    skipped = prepare.skipped_files(builder)
     if skipped:
-        reporting.log(input_pipeline.describe_skipped(skipped))
+        reporting.log(prepare.describe_skipped(skipped))
     info = input_pipeline.dataset_info(builder, config.dataset)
     pipeline = input_pipeline.InputPipeline(builder, config, info, jax.process_index(), jax.process_count())
     steps_per_epoch = pipeline.steps_per_epoch()
