@@ -42,6 +42,20 @@ def early_stop_epoch(history: list[dict], points: float) -> int | None:
     return None
 
 
+def stall_warning(history: list[dict], epochs: int) -> str | None:
+    """A warning when validation mAP and training loss have not moved over the last `epochs` epochs (0 = off)."""
+    recent = [h for h in history if h.get("val_mAP") is not None and not h.get("rolled_back")][-(epochs + 1):]
+    if epochs <= 0 or len(recent) < epochs + 1:
+        return None
+    val = [h["val_mAP"] for h in recent]
+    loss = [h["train_loss"] for h in recent]
+    if max(val) - min(val) > 1e-4 or max(loss) - min(loss) > 1e-4 * max(1.0, abs(loss[-1])):
+        return None
+    return (f"validation mAP ({val[-1]:.4f}) and training loss ({loss[-1]:.4f}) have not moved for {epochs} epochs "
+            f"(epochs {recent[0]['epoch']}-{recent[-1]['epoch']}): the network may have stopped learning (too "
+            "large or too small a learning rate?)")
+
+
 class BestCheckpoints:
     """One orbax manager per selection, keeping the evaluated models ({'student', 'teacher'} variables) of the best
     epoch only (best_fn on the selection's metric, max_to_keep=1)."""

@@ -230,8 +230,8 @@ def run_epoch(run: Run, epoch: int) -> dict:
         run.timing["checkpoint_s"] += time.perf_counter() - start
     run.writer.scalars(epoch, record)
     reporting.log(reporting.epoch_line(record, config.num_epochs))
-    stall = stall_warning(run.history, config.eval.stall_epochs)
-    if stall and stall_warning(run.history[:-1], config.eval.stall_epochs) is None:
+    stall = selection.stall_warning(run.history, config.eval.stall_epochs)
+    if stall and selection.stall_warning(run.history[:-1], config.eval.stall_epochs) is None:
         reporting.log(f"WARNING: {stall}")
 
     stopped = selection.early_stop_epoch(run.history, config.eval.early_stop_points) == epoch
@@ -268,20 +268,6 @@ def rollback(run: Run) -> int:
     reporting.log(f"act trigger: detected at epoch {detected}; rolled back to epoch {fired} (epochs "
                   f"{fired + 1}-{detected} are re-run with GC on)")
     return fired + 1
-
-
-def stall_warning(history: list[dict], epochs: int) -> str | None:
-    """A warning when validation mAP and training loss have not moved over the last `epochs` epochs (0 = off)."""
-    recent = [h for h in history if h.get("val_mAP") is not None and not h.get("rolled_back")][-(epochs + 1):]
-    if epochs <= 0 or len(recent) < epochs + 1:
-        return None
-    val = [h["val_mAP"] for h in recent]
-    loss = [h["train_loss"] for h in recent]
-    if max(val) - min(val) > 1e-4 or max(loss) - min(loss) > 1e-4 * max(1.0, abs(loss[-1])):
-        return None
-    return (f"validation mAP ({val[-1]:.4f}) and training loss ({loss[-1]:.4f}) have not moved for {epochs} epochs "
-            f"(epochs {recent[0]['epoch']}-{recent[-1]['epoch']}): the network may have stopped learning (too "
-            "large or too small a learning rate?)")
 
 
 def _reselect_after_rollback(run: Run) -> None:
@@ -427,7 +413,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     write_plots(run)
     results["timing"] = dict(run.timing)
     results["wall_time_s"] = sum(run.timing.values())
-    stall = stall_warning(run.history, config.eval.stall_epochs)
+    stall = selection.stall_warning(run.history, config.eval.stall_epochs)
     results["warnings"] = [stall] if stall else []
     if main:
         reporting.write_json(os.path.join(workdir, "results.json"), results)

@@ -47,6 +47,30 @@ def init_sums(aux_keys=()) -> dict:
     return out
 
 
+def accumulate_sums(sums: dict, loss, batch: dict, probs, aux: dict, step) -> dict:
+    """Adds one step's contributions to the epoch sums: the loss, the trigger signals' numerators and denominators
+    from `probs` (clean-view predictions), the method's aux sums, and the first step with a non-finite loss."""
+    observed = batch["observed"]
+    step_sums = {
+        "loss": loss,
+        "batches": 1.0,
+        "examples": jnp.float32(observed.shape[0]),
+        "observed_fit": jnp.sum(observed * probs),
+        "observed_rows": jnp.sum(methods.observed_rows(batch)),
+        # argmax takes the first class on ties; a row counts when that class is its observed positive.
+        "observed_top1": jnp.sum(observed * jax.nn.one_hot(jnp.argmax(probs, axis=-1), observed.shape[-1],
+                                                           dtype=observed.dtype)),
+        "unobserved_mass": jnp.sum((1.0 - observed) * probs),
+        "unobserved_entries": jnp.sum(1.0 - observed),
+        **aux,
+    }
+    new_sums = {k: sums[k] + jnp.asarray(v, jnp.float32) for k, v in step_sums.items()}
+    first_bad = sums["first_nonfinite_step"]
+    new_sums["first_nonfinite_step"] = jnp.where(
+        (first_bad == NO_NONFINITE_STEP) & ~jnp.isfinite(loss), step.astype(jnp.int32), first_bad)
+    return new_sums
+
+
 def make_train_step(config, model, method: methods.Method, optimizer: optax.GradientTransformation,
                     mesh, method_optimizer: optax.GradientTransformation | None = None) -> Callable:
     """Builds the jitted train step. Static choices (method, Mixup on/off, EMA on/off) are fixed here."""
@@ -106,27 +130,7 @@ def make_train_step(config, model, method: methods.Method, optimizer: optax.Grad
         # Trigger signals from the teacher's clean-view predictions when the method computes them, otherwise from
         # the student's (un-mixed for every method without Mixup).
         probs = teacher_probs if teacher_probs is not None else jax.nn.sigmoid(logits)
-        observed = batch["observed"]
-        has_observed = methods.observed_rows(batch)
-        step_sums = {
-            "loss": loss,
-            "batches": 1.0,
-            "examples": jnp.float32(observed.shape[0]),
-            "observed_fit": jnp.sum(observed * probs),
-            "observed_rows": jnp.sum(has_observed),
-            # argmax takes the first class on ties; a row counts when that class is its observed positive.
-            "observed_top1": jnp.sum(observed * jax.nn.one_hot(jnp.argmax(probs, axis=-1), observed.shape[-1],
-                                                               dtype=observed.dtype)),
-            "unobserved_mass": jnp.sum((1.0 - observed) * probs),
-            "unobserved_entries": jnp.sum(1.0 - observed),
-            **prep_aux,
-            **loss_aux,
-        }
-        new_sums = {k: sums[k] + jnp.asarray(v, jnp.float32) for k, v in step_sums.items()}
-        first_bad = sums["first_nonfinite_step"]
-        new_sums["first_nonfinite_step"] = jnp.where(
-            (first_bad == NO_NONFINITE_STEP) & ~jnp.isfinite(loss), state.step.astype(jnp.int32), first_bad)
-        return new_state, new_sums
+        return new_state, accumulate_sums(sums, loss, batch, probs, {**prep_aux, **loss_aux}, state.step)
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(_at_most_one_trace(train_step), in_shardings=(rep, rep, dat, rep), out_shardings=(rep, rep),
