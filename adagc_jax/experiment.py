@@ -8,14 +8,16 @@ a benchmark can build the exact step a run uses on made-up data.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from adagc_jax import (methods, models, optim, parallel, pretrained, reporting, train_step as train_step_lib,
-                       trigger as trigger_lib)
+from adagc_jax import methods, models, optim, parallel, pretrained, reporting
+from adagc_jax import train_step as train_step_lib
+from adagc_jax import trigger as trigger_lib
 from adagc_jax.state import TrainState
 
 

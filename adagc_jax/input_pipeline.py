@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from adagc_jax import config_utils
+from adagc_jax.errors import DatasetError
 
 # Builder modules by dataset name (imported lazily: importing one registers its builder with TFDS).
 DATASET_MODULES = {
@@ -32,9 +33,6 @@ DATASET_MODULES = {
     "reben": "adagc_jax.datasets.reben",
 }
 SPLITS = ("train", "validation", "test")
-
-
-from adagc_jax.errors import DatasetError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,9 +49,7 @@ class DatasetInfo:
 def get_builder(dataset_config):
     """The TFDS builder the config names (not yet prepared: prepare.prepare does that)."""
     name = dataset_config.name
-    if name not in DATASET_MODULES:
-        raise DatasetError(f"unknown dataset {name!r}; valid datasets: {sorted(DATASET_MODULES)}")
-    module = importlib.import_module(DATASET_MODULES[name])
+    module = importlib.import_module(config_utils.lookup(DATASET_MODULES, name, "dataset.name"))
     data_dir = os.path.expanduser(dataset_config.data_dir) if dataset_config.data_dir else None
     fields = dict(dataset_config.builder_config)
     config_name = dataset_config.config_name

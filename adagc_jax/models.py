@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 
 from adagc_jax import config_utils
 from adagc_jax.errors import ConfigError
@@ -232,14 +233,16 @@ class _ResNet(nn.Module):
 
 
 class ResNet18(_ResNet):
-    """ResNet-18: basic blocks, stage sizes [2, 2, 2, 2] (11,689,512 params with stem='imagenet', 3 bands, 1000 classes)."""
+    """ResNet-18: basic blocks, stage sizes [2, 2, 2, 2] (11,689,512 params with stem='imagenet', 3 bands,
+    1000 classes)."""
 
     stage_sizes: ClassVar[tuple[int, ...]] = (2, 2, 2, 2)
     block_cls: ClassVar[type[nn.Module]] = BasicBlock
 
 
 class ResNet50(_ResNet):
-    """ResNet-50: bottleneck blocks, stage sizes [3, 4, 6, 3] (25,557,032 params with stem='imagenet', 3 bands, 1000 classes)."""
+    """ResNet-50: bottleneck blocks, stage sizes [3, 4, 6, 3] (25,557,032 params with stem='imagenet', 3 bands,
+    1000 classes)."""
 
     stage_sizes: ClassVar[tuple[int, ...]] = (3, 4, 6, 3)
     block_cls: ClassVar[type[nn.Module]] = BottleneckBlock

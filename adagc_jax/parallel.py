@@ -12,12 +12,12 @@ from __future__ import annotations
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
-
-DATA_AXIS = "data"
-
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from adagc_jax.errors import DeviceError as DeviceConfigError
+
+DATA_AXIS = "data"
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

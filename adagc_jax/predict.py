@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from adagc_jax import (checkpoint, evaluate, experiment, image_files, input_pipeline, parallel, prepare, reporting,
-                       workdir as workdir_lib)
+from adagc_jax import checkpoint, evaluate, experiment, image_files, input_pipeline, parallel, prepare, reporting
+from adagc_jax import workdir as workdir_lib
 from adagc_jax.errors import ConfigError, DatasetError, DeviceError, WorkdirError
 
 DATASET_INFO_FILE = "dataset_info.json"

@@ -193,7 +193,8 @@ def _dataset_error(err: BaseException, builder, manual_dir: str | None) -> Datas
         text = text[len(builder.name) + 2:]
     if isinstance(cause, common.CorruptFileError):
         return DatasetError(
-            f"{doing}: {cause.path} cannot be decoded ({cause.reason.rstrip('.')}). Replace it with an intact copy from the "
+            f"{doing}: {cause.path} cannot be decoded ({cause.reason.rstrip('.')}). Replace it with an intact copy "
+            "from the "
             f"published release (an interrupted download or unpacking is the usual cause), or {SKIP_CORRUPT_HINT}. "
             f"{nothing}")
     if isinstance(cause, common.FileContentError):

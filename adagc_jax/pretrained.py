@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np

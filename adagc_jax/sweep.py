@@ -1,5 +1,5 @@
-"""The sweep runner (configs/benchmark.py, `runner='sweep'`): trains each (method, seed) in its own sub-workdir, one after another,
-and gathers the results into <workdir>/results.md and results.csv.
+"""The sweep runner (configs/benchmark.py, `runner='sweep'`): trains each (method, seed) in its own sub-workdir, one
+after another, and gathers the results into <workdir>/results.md and results.csv.
 
 Each run is an ordinary train.train_and_evaluate run of the benchmark config with `method` and `seed` set (the
 `benchmark` block removed), so it resumes from its own checkpoints and a finished one (results.json present) is read

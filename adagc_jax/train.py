@@ -17,9 +17,22 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from adagc_jax import (checkpoint, config_checks, evaluate, experiment, input_pipeline, noise, parallel, plots,
-                       predict, prepare, reporting, selection, train_step as train_step_lib,
-                       workdir as workdir_lib)
+from adagc_jax import (
+    checkpoint,
+    config_checks,
+    evaluate,
+    experiment,
+    input_pipeline,
+    noise,
+    parallel,
+    plots,
+    predict,
+    prepare,
+    reporting,
+    selection,
+)
+from adagc_jax import train_step as train_step_lib
+from adagc_jax import workdir as workdir_lib
 from adagc_jax.errors import ConfigError, NonFiniteLossError
 
 validate_config = config_checks.validate_config

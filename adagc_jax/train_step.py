@@ -12,9 +12,8 @@ the host. The state and the sums are donated: their buffers are reused in place.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import functools
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -38,7 +38,8 @@ LOCK_NAME = ".lock"
 # many devices share the work and the evaluation batch size.
 MODEL_NEUTRAL_KEYS = (
     "log.", "checkpoint.every_epochs", "checkpoint.keep", "eval.test_every_epoch", "eval.train_diagnostics",
-    "eval.every_epochs", "eval.stall_epochs", "eval.select", "dataset.data_dir", "dataset.manual_dir", "resume", "runner",
+    "eval.every_epochs", "eval.stall_epochs", "eval.select", "dataset.data_dir", "dataset.manual_dir", "resume",
+    "runner",
     "num_devices", "eval_batch_size",
 )
 
@@ -117,7 +118,7 @@ class WorkdirLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def __enter__(self) -> "WorkdirLock":
+    def __enter__(self) -> WorkdirLock:
         self.acquire()
         return self
 

@@ -84,7 +84,8 @@ def check(directory: str) -> None:
         variables = pretrained.load(os.path.join(directory, f"{arch}.safetensors"), variables, log=print)
         x = np.load(os.path.join(directory, f"{arch}_input.npy")).transpose(0, 2, 3, 1)  # NCHW -> NHWC
         model = models.get_model(arch, 1000, dtype=jnp.float32)
-        logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, jnp.asarray(x)))
+        forward = jax.jit(lambda v, x, model=model: model.apply(v, x, train=False))
+        logits = np.asarray(forward(variables, jnp.asarray(x)))
         _report(f"{arch} float32", logits, np.load(os.path.join(directory, f"{arch}_logits.npy")))
 
         # float64: the same (float32) weights cast to float64 and dtype=float64 compute the body in float64 (BatchNorm
@@ -93,8 +94,8 @@ def check(directory: str) -> None:
         model = models.get_model(arch, 1000, dtype=jnp.float64)
         variables64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), variables)
         last = f"stage3_block{model.stage_sizes[-1] - 1}"
-        apply = jax.jit(lambda v, x: model.apply(v, x, train=False, capture_intermediates=True,
-                                                 mutable=["intermediates"]))
+        apply = jax.jit(lambda v, x, model=model: model.apply(v, x, train=False, capture_intermediates=True,
+                                                              mutable=["intermediates"]))
         _, state = apply(variables64, jnp.asarray(x, jnp.float64))
         features = np.asarray(state["intermediates"][last]["__call__"][0], np.float64).mean(axis=(1, 2))
         head = variables["params"]["head"]

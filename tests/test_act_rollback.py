@@ -10,9 +10,9 @@ On this tiny config (seed 0) the observed_top1 signal with act_windows=(2,) is d
 import json
 
 import pytest
+from conftest import tiny_config
 
 from adagc_jax import checkpoint, train
-from conftest import tiny_config
 
 ACT = {"method": "adagc", "num_epochs": 9, "trigger.rule": "act", "trigger.signal": "observed_top1",
        "trigger.act_windows": (2,), "trigger.max_epochs": 9, "eval.test_every_epoch": False,

@@ -7,9 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from adagc_jax import experiment, gc, parallel, train, train_step as ts
 from conftest import fake_info, tiny_config
+
+from adagc_jax import experiment, gc, parallel, train
+from adagc_jax import train_step as ts
 
 NUM_CLASSES, NUM_TRAIN = 5, 12
 

@@ -17,17 +17,17 @@ import types
 from fractions import Fraction
 from pathlib import Path
 
+import builder_helpers
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
-import builder_helpers
 from adagc_jax import prepare as prepare_lib
 from adagc_jax.datasets import aid_multilabel, common, make_dummy_data
 from adagc_jax.errors import DatasetError
-from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 DUMMY = Path(aid_multilabel.__file__).parent / "dummy_data" / "aid_multilabel"
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ def test_official_lift_table_and_dominant_follow_the_train_split(official):
         for e in read_split(official, split):
             row = table[e["name"].rsplit("_", 1)[0]]
             best = max(row[label] for label in POSITIVES[e["name"]])
-            first_best = min(L[l] for l in POSITIVES[e["name"]] if row[l] == best)
+            first_best = min(L[lab] for lab in POSITIVES[e["name"]] if row[lab] == best)
             assert e["dominant_label"] == first_best, e["name"]
 
 

@@ -11,10 +11,10 @@ import sys
 import time
 
 import pytest
+from conftest import REPO, run_python, tiny_config, tiny_flags
 
 from adagc_jax import config_checks, config_utils
 from adagc_jax.errors import ConfigError
-from conftest import REPO, run_python, tiny_config, tiny_flags
 
 LAUNCH = [os.path.join(REPO, "launch.py"), "--config", os.path.join(REPO, "configs", "default.py")]
 

@@ -9,10 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import TINY_OVERRIDES, fake_info
 
 from adagc_jax import config_utils, experiment, loss_schedules, losses, methods, models, parallel
-from adagc_jax import train_step as ts
-from conftest import TINY_OVERRIDES, fake_info
 
 C, N, B, HW = 4, 16, 8, 8
 CARDINALITY = 2.0  # the label cardinality passed to initial_state (EPR/ROLE's default k)

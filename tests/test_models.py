@@ -7,12 +7,12 @@ model initialised once (module fixtures), and 'rbg' PRNG keys for initialisation
 threefry, every random initialiser takes seconds to compile on CPU. (The eval_shape tests trace the default key.)
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 import numpy as np
+import optax
 import pytest
-import flax.linen as nn
 
 from adagc_jax import models
 

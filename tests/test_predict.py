@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 import tifffile
+from conftest import REPO
 
 from adagc_jax import cli, config_utils, evaluate, image_files, input_pipeline, predict, train
 from adagc_jax.errors import ConfigError, DatasetError, WorkdirError
-from conftest import REPO
 
 DUMMY = os.path.join(REPO, "adagc_jax", "datasets", "dummy_data")
 TOLERANCE = 1e-5

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import REPO
 
 from adagc_jax import config_utils, input_pipeline, models, prepare, train
-from conftest import REPO
 
 CONFIG_DIR = os.path.join(REPO, "configs")
 REBEN_DUMMY = os.path.join(REPO, "adagc_jax", "datasets", "dummy_data", "reben")

@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
+import builder_helpers
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,13 +18,12 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import tifffile
+from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
-import builder_helpers
 from adagc_jax import prepare as prepare_lib
 from adagc_jax.datasets import common, make_dummy_data, reben
 from adagc_jax.errors import DatasetError
-from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 DUMMY = Path(reben.__file__).parent / "dummy_data" / "reben"
 A = "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57"   # train

@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import REPO, run_python, tiny_config, tiny_flags
 
 from adagc_jax import config_utils, input_pipeline, methods, parallel, train, train_step
 from adagc_jax.errors import DeviceError
-from conftest import REPO, run_python, tiny_config, tiny_flags
 
 
 def test_end_to_end_an(data_dir, tmp_path):

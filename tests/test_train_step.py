@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from adagc_jax import methods, parallel, train_step as ts
+from adagc_jax import methods, parallel
+from adagc_jax import train_step as ts
 from adagc_jax.state import TrainState
 from configs import default
 

@@ -11,8 +11,16 @@ import pytest
 import scipy.optimize
 
 from adagc_jax import trigger as trigger_lib
-from adagc_jax.trigger import (DEFAULT_ACT_WINDOWS, TRIGGER_RULES, AdaptiveTrigger, act_decision, act_scan,
-                               act_trigger_epoch, least_squares_slope, nonnegative_slope)
+from adagc_jax.trigger import (
+    DEFAULT_ACT_WINDOWS,
+    TRIGGER_RULES,
+    AdaptiveTrigger,
+    act_decision,
+    act_scan,
+    act_trigger_epoch,
+    least_squares_slope,
+    nonnegative_slope,
+)
 
 # Observed-positive fit from a near-zero head: falls from 0.5, plateaus
 # (end of early learning), then rises (memorisation).
@@ -267,7 +275,7 @@ def test_act_trigger_matches_act_decision_epoch_by_epoch():
         expected_detected, expected_fired, expected_fit = act_decision(values, DEFAULT_ACT_WINDOWS)
         assert expected_detected is not None
         trigger = AdaptiveTrigger(rule='act', max_epochs=40)
-        for n, value in enumerate(values[:expected_detected], start=1):
+        for value in values[:expected_detected]:
             assert not trigger.fired
             trigger.update(value)
         assert (trigger.detected_epoch, trigger.fired_epoch) == (expected_detected, expected_fired)

@@ -9,17 +9,17 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
+import builder_helpers
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 import tifffile
+from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
-import builder_helpers
 from adagc_jax.datasets import common, make_dummy_data, ucm_multilabel
 from adagc_jax.errors import DatasetError
-from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 DUMMY = Path(ucm_multilabel.__file__).parent / "dummy_data" / "ucm_multilabel"
 IMAGES = Path("UCMerced_LandUse") / "Images"
@@ -146,7 +146,7 @@ def test_lift_table_and_dominant_labels(prepared):
         for e in read_split(prepared, split):
             row = table[scene_of(e["name"])]
             best = max(row[label] for label in POSITIVES[e["name"]])
-            first_best = min(L[l] for l in POSITIVES[e["name"]] if row[l] == best)
+            first_best = min(L[lab] for lab in POSITIVES[e["name"]] if row[lab] == best)
             assert e["dominant_label"] == first_best, e["name"]
 
 

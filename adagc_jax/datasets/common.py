@@ -391,7 +391,7 @@ def rgb_scene_features(image_size: int, encoding_format: str, class_names, scene
     })
 
 
-def scene_examples(records, read_image, skip_log: "SkipLog"):
+def scene_examples(records, read_image, skip_log: SkipLog):
     """(key, example) pairs of one split of an RGB scene dataset. `read_image(path)` returns the image (bytes or
     array) or raises CorruptFileError, which `skip_log` stops on or records; `id` counts only the examples actually
     written, so the ids of a split are exactly 0..N-1 (the input pipeline indexes per-sample state by them)."""

@@ -144,7 +144,7 @@ def encode_jpeg(image: np.ndarray) -> bytes:
 
 
 def _label_row(stem: str, positives, separator: str) -> str:
-    return separator.join([stem] + ["1" if l in positives else "0" for l in LABELS_17])
+    return separator.join([stem] + ["1" if label in positives else "0" for label in LABELS_17])
 
 
 def write_aid(root: Path) -> None:
@@ -156,7 +156,7 @@ def write_aid(root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(encode_jpeg(_rgb_tile(index, 600, 600)))
     # multilabel.csv: comma-separated, spaces in the two-word labels (both spellings occur).
-    header = ",".join(["IMAGE\\LABEL"] + [l.replace("-", " ") for l in LABELS_17])
+    header = ",".join(["IMAGE\\LABEL"] + [label.replace("-", " ") for label in LABELS_17])
     rows = [_label_row(stem, AID_LABELS[stem], ",") for stem in AID_LABELS]
     (root / "multilabel.csv").write_text("\n".join([header] + rows) + "\n", encoding="utf-8")
     # aitlas-arena split files: tab-separated, hyphenated labels (DATASETS.md 1.4).

@@ -271,7 +271,7 @@ def _apply_illumination(rng, image, u, v):
     return image * gain * ramp[..., None] + haze
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multispectral_mix() -> np.ndarray:
     """(3, 12) fixed mixing matrix: identity for R, G, B, then 9 random positive mixes."""
     rng = np.random.default_rng(MULTISPECTRAL_MIX_SEED)
