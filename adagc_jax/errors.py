@@ -15,47 +15,40 @@ from __future__ import annotations
 class UserError(Exception):
     """Base of every error a user can fix; `label` and `exit_code` are what the command line prints and returns."""
 
-    label = "error"
-    exit_code = 1
+    label, exit_code = "error", 1
 
 
 class ConfigError(UserError, ValueError):
     """A config that cannot run; the message names the key and the valid choices or range."""
 
-    label = "config error"
-    exit_code = 2
+    label, exit_code = "config error", 2
 
 
 class DatasetError(UserError):
     """A dataset that cannot be found, prepared or read; the message names the file and what to do."""
 
-    label = "dataset error"
-    exit_code = 3
+    label, exit_code = "dataset error", 3
 
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or inf; the run stopped and kept its last good checkpoint."""
 
-    label = "training stopped"
-    exit_code = 4
+    label, exit_code = "training stopped", 4
 
 
 class WorkdirError(UserError):
     """The workdir cannot be used: held by another run, written by another config, unwritable, full or damaged."""
 
-    label = "workdir error"
-    exit_code = 5
+    label, exit_code = "workdir error", 5
 
 
 class DeviceError(UserError, ValueError):
     """Devices or processes that cannot split the work as configured (e.g. a batch size they do not divide)."""
 
-    label = "device error"
-    exit_code = 6
+    label, exit_code = "device error", 6
 
 
 class Interrupted(UserError):
     """Ctrl-C (SIGINT) or SIGTERM: the run stopped; the message says which checkpoint a re-run resumes from."""
 
-    label = "interrupted"
-    exit_code = 130
+    label, exit_code = "interrupted", 130

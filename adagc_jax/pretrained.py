@@ -84,22 +84,24 @@ def torch_key(collection: str, path: tuple[str, ...]) -> str:
     return ".".join(names + [suffix])
 
 
+# Conv kernels: flax HWIO <-> PyTorch OIHW; Dense kernels are transposed; vectors are the same in both.
+_TO_TORCH_AXES, _TO_FLAX_AXES = (3, 2, 0, 1), (2, 3, 1, 0)
+
+
+def _relayout(array: np.ndarray, conv_axes: tuple) -> np.ndarray:
+    if array.ndim == 4:
+        return np.transpose(array, conv_axes)
+    return array.T if array.ndim == 2 else array
+
+
 def _to_torch_layout(array: np.ndarray) -> np.ndarray:
     """flax layout -> PyTorch layout: conv HWIO -> OIHW, Dense (in, out) -> (out, in); vectors unchanged."""
-    if array.ndim == 4:
-        return np.transpose(array, (3, 2, 0, 1))
-    if array.ndim == 2:
-        return array.T
-    return array
+    return _relayout(array, _TO_TORCH_AXES)
 
 
 def _to_flax_layout(array: np.ndarray) -> np.ndarray:
     """PyTorch layout -> flax layout: conv OIHW -> HWIO, Dense (out, in) -> (in, out); vectors unchanged."""
-    if array.ndim == 4:
-        return np.transpose(array, (2, 3, 1, 0))
-    if array.ndim == 2:
-        return array.T
-    return array
+    return _relayout(array, _TO_FLAX_AXES)
 
 
 def _flat_resnet_variables(variables: dict) -> dict[str, tuple[str, tuple[str, ...]]]:

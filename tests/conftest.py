@@ -1,6 +1,7 @@
 """Shared fixtures: 4 forced CPU devices, a tiny synthetic_scenes dataset (generated once per session), a tiny run
 config, and `make_experiment`, the run's own setup (experiment.build) on made-up data."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -94,3 +95,16 @@ def make_experiment():
         return experiment.build(config, info, steps_per_epoch, parallel.make_mesh(num_devices))
 
     return make
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path, options):
+    """A tmpfs mounted at `path` with mount options `options` (e.g. 'size=256k', 'ro,size=64k') for the block;
+    the test is skipped where mounting is not allowed (it needs root)."""
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {done.stderr.decode().strip() or done.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)

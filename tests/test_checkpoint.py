@@ -4,11 +4,11 @@ import errno
 import gc
 import glob
 import os
-import subprocess
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import mounted_tmpfs
 
 from adagc_jax import checkpoint, errors
 
@@ -151,13 +151,8 @@ def tiny_disk(tmp_path):
     """A 256 KiB tmpfs (needs root; skipped where mounting is not allowed)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip() or done.returncode}")
-    try:
+    with mounted_tmpfs(mount, "size=256k"):
         yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_real_disk_full(tiny_disk):

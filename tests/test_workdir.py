@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 
 from adagc_jax import errors, workdir
 from configs import default
@@ -114,13 +115,8 @@ def read_only_dir(tmp_path):
         yield path
         path.chmod(0o755)
         return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(path, "ro,size=64k"):
         yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=False)
 
 
 def test_read_only_workdir(read_only_dir):
