@@ -17,38 +17,31 @@ class UserError(Exception):
 
     label, exit_code = "error", 1
 
+    def __init_subclass__(cls, label: str = "", exit_code: int = 0, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.label, cls.exit_code = label or cls.label, exit_code or cls.exit_code
 
-class ConfigError(UserError, ValueError):
+
+# One line per kind: what it is (docstring), the label printed before the message, and the exit code.
+class ConfigError(UserError, ValueError, label="config error", exit_code=2):
     """A config that cannot run; the message names the key and the valid choices or range."""
 
-    label, exit_code = "config error", 2
 
-
-class DatasetError(UserError):
+class DatasetError(UserError, label="dataset error", exit_code=3):
     """A dataset that cannot be found, prepared or read; the message names the file and what to do."""
 
-    label, exit_code = "dataset error", 3
 
-
-class NonFiniteLossError(UserError):
+class NonFiniteLossError(UserError, label="training stopped", exit_code=4):
     """The loss became NaN or inf; the run stopped and kept its last good checkpoint."""
 
-    label, exit_code = "training stopped", 4
 
-
-class WorkdirError(UserError):
+class WorkdirError(UserError, label="workdir error", exit_code=5):
     """The workdir cannot be used: held by another run, written by another config, unwritable, full or damaged."""
 
-    label, exit_code = "workdir error", 5
 
-
-class DeviceError(UserError, ValueError):
+class DeviceError(UserError, ValueError, label="device error", exit_code=6):
     """Devices or processes that cannot split the work as configured (e.g. a batch size they do not divide)."""
 
-    label, exit_code = "device error", 6
 
-
-class Interrupted(UserError):
+class Interrupted(UserError, label="interrupted", exit_code=130):
     """Ctrl-C (SIGINT) or SIGTERM: the run stopped; the message says which checkpoint a re-run resumes from."""
-
-    label, exit_code = "interrupted", 130

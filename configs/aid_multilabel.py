@@ -58,16 +58,13 @@ def get_config(arg=None):
     args = common.parse_arg(arg, **common.REAL_DATA_ARGS, split="official")
     if args.split not in SPLITS:
         raise common.config_utils.ConfigError(f"split={args.split!r} is not valid; valid values: {list(SPLITS)}")
-    c = common.real_data_config(args, "aid_multilabel", image_size=64 if args.cpu else 224, builder_config={
+    c = common.real_data_config(args, "aid_multilabel", image_size=(64, 224), epochs=(5, 100), batch_size=(3, 32),
+                                eval_batch_size=(32, 256), warmup_epochs=(1.0, 2.0), builder_config={
         "split": args.split,
         "seed": 0,  # seed of the validation hold-out ('official' only); fixed: the data do not follow the run seed
         "validation_fraction": 0.2,  # 'official' only
         "skip_corrupt": False,
     })
     # c.dataset.manual_dir: set --config.dataset.manual_dir=/path (folder holding images_tr/, images_test/)
-    c.optimizer.warmup_epochs = 1.0 if args.cpu else 2.0
-    c.num_epochs = args.epochs if args.epochs > 0 else (5 if args.cpu else 100)
-    c.batch_size = 3 if args.cpu else 32
-    c.eval_batch_size = 32 if args.cpu else 256
     c.lock()
     return c

@@ -140,13 +140,20 @@ def dataset_block(name, image_size, builder_config, cache=True) -> ml_collection
 REAL_DATA_ARGS = {"method": "adagc", "noise": "random", "seed": 0, "epochs": -1, "cpu": False}
 
 
-def real_data_config(args, dataset_name, builder_config, image_size):
+def real_data_config(args, dataset_name, builder_config, image_size, *, epochs, batch_size, eval_batch_size,
+                     warmup_epochs):
     """The shared start of the real-dataset configs (aid_multilabel, reben, ucm_multilabel), unlocked.
 
     args.cpu selects the CPU-sized variant (a float32 small CNN) instead of a bfloat16 ResNet-50; Adam 1e-3 cosine
-    either way. The caller sets epochs, batch sizes and anything dataset-specific.
+    either way. image_size, epochs, batch_size, eval_batch_size and warmup_epochs are (cpu, full) pairs; args.epochs
+    > 0 overrides the epochs.
     """
+    pick = 0 if args.cpu else 1
     c = training_config(args)
-    c.dataset = dataset_block(dataset_name, image_size, builder_config)
+    c.dataset = dataset_block(dataset_name, image_size[pick], builder_config)
     c.model = small_cnn() if args.cpu else resnet("resnet50")
+    c.optimizer.warmup_epochs = warmup_epochs[pick]
+    c.num_epochs = args.epochs if args.epochs > 0 else epochs[pick]
+    c.batch_size = batch_size[pick]
+    c.eval_batch_size = eval_batch_size[pick]
     return c

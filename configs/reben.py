@@ -53,7 +53,8 @@ from configs import common
 def get_config(arg=None):
     args = common.parse_arg(arg, **common.REAL_DATA_ARGS, subset=-1.0)
     cpu = args.cpu
-    c = common.real_data_config(args, "reben", image_size=48 if cpu else 120, builder_config={
+    c = common.real_data_config(args, "reben", image_size=(48, 120), epochs=(5, 20), batch_size=(2, 256),
+                                eval_batch_size=(32, 512), warmup_epochs=(1.0, 1.0), builder_config={
         "bands": "all",  # 'all' (12 bands, B01..B12) | 'rgb' (B04, B03, B02)
         "subset": args.subset if args.subset > 0 else (0.01 if cpu else 1.0),  # fraction of each split (seeded)
         "seed": 0,  # seed of the subset draw (fixed: the data do not change with the run's seed)
@@ -61,10 +62,6 @@ def get_config(arg=None):
     })
     # c.dataset.manual_dir: set --config.dataset.manual_dir=/path (folder of metadata.parquet etc.)
     c.dataset.cache = cpu  # the full decoded train split does not fit in memory
-    c.optimizer.warmup_epochs = 1.0
-    c.num_epochs = args.epochs if args.epochs > 0 else (5 if cpu else 20)
-    c.batch_size = 2 if cpu else 256
-    c.eval_batch_size = 32 if cpu else 512
     c.log.every_steps = 50
     # ~240k validation + test and ~237k training patches: the per-epoch test curve and the training-set
     # diagnostics would cost more than the training epoch on full reBEN (validation is still evaluated per epoch).

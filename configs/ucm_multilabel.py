@@ -1,19 +1,12 @@
 r"""UC Merced multi-label: a third real dataset beside the AdaGC paper's two, and a CPU-sized variant.
 
-Prepare once (reads the published release from manual_dir into data_dir; docs/datasets.md), then train:
+Prepare once from the published release (docs/datasets.md), then train; `cpu=1` is the CPU-sized variant (small
+CNN, 64 px, 5 epochs, batch 3), here on the dummy release shipped for the tests:
 
-    python launch.py --config configs/ucm_multilabel.py:noise=random --workdir runs/ucm_adagc_random \
-        --config.dataset.manual_dir=/data/ucm_multilabel --config.dataset.data_dir=/data/tfds
     python launch.py --config configs/ucm_multilabel.py:noise=dominant,seed=1 --workdir runs/ucm_adagc_dominant_s1 \
         --config.dataset.manual_dir=/data/ucm_multilabel --config.dataset.data_dir=/data/tfds
-
-CPU-sized (small CNN, 64 px, 5 epochs, batch 3), on the real release or on the dummy one:
-
-    python launch.py --config configs/ucm_multilabel.py:cpu=1 --workdir runs/ucm_cpu \
-        --config.dataset.manual_dir=/data/ucm_multilabel --config.batch_size=32
     python launch.py --config configs/ucm_multilabel.py:cpu=1 --workdir /tmp/ucm_dummy \
-        --config.dataset.manual_dir=adagc_jax/datasets/dummy_data/ucm_multilabel \
-        --config.dataset.data_dir=/tmp/tfds_ucm_dummy
+        --config.dataset.manual_dir=adagc_jax/datasets/dummy_data/ucm_multilabel --config.dataset.data_dir=/tmp/tfds_ucm
 
 Arguments (comma-separated key=value after the colon): method (default 'adagc'; METHOD.md section 8), noise
 ('random' | 'dominant'), seed, epochs, cpu (0 | 1). Any key can also be set with --config.<key>=<value>;
@@ -51,15 +44,12 @@ from configs import common
 
 def get_config(arg=None):
     args = common.parse_arg(arg, **common.REAL_DATA_ARGS)
-    c = common.real_data_config(args, "ucm_multilabel", image_size=64 if args.cpu else 224, builder_config={
+    c = common.real_data_config(args, "ucm_multilabel", image_size=(64, 224), epochs=(5, 100), batch_size=(3, 32),
+                                eval_batch_size=(32, 256), warmup_epochs=(1.0, 2.0), builder_config={
         "seed": 0,  # seed of the test and validation hold-outs; fixed: the data do not follow the run seed
         "skip_corrupt": False,
     })
     # c.dataset.manual_dir: set --config.dataset.manual_dir=/path (folder holding UCMerced_LandUse/ and
     # LandUse_Multilabeled.txt)
-    c.optimizer.warmup_epochs = 1.0 if args.cpu else 2.0
-    c.num_epochs = args.epochs if args.epochs > 0 else (5 if args.cpu else 100)
-    c.batch_size = 3 if args.cpu else 32
-    c.eval_batch_size = 32 if args.cpu else 256
     c.lock()
     return c

@@ -216,19 +216,12 @@ For the `arena` config, copy the three split files of the aitlas-arena repositor
 """
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=_DESCRIPTION,
-            features=common.rgb_scene_features(IMAGE_SIZE, "jpeg", CLASS_NAMES, SCENE_NAMES),
-            supervised_keys=("image", "labels"),
-            homepage="https://github.com/Hua-YS/AID-Multilabel-Dataset",
-            citation=_CITATION,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return common.rgb_scene_info(self, _DESCRIPTION, IMAGE_SIZE, "jpeg", CLASS_NAMES, SCENE_NAMES,
+                                     homepage="https://github.com/Hua-YS/AID-Multilabel-Dataset", citation=_CITATION)
 
     def band_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) per RGB channel in raw 0..255 units: ImageNet's (DATASETS.md 1.7) x 255."""
-        return common.IMAGENET_MEAN_255.copy(), common.IMAGENET_STD_255.copy()
+        return common.imagenet_band_statistics()
 
     def _split_generators(self, dl_manager):
         """Indexes files and labels, fixes splits and dominant labels before any example is written.
@@ -252,30 +245,10 @@ For the `arena` config, copy the three split files of the aitlas-arena repositor
         names = sorted(labels)
         scenes = np.asarray([_scene_of(n, root) for n in names])
         label_matrix = np.stack([labels[n] for n in names])
-        is_train = np.asarray([split_of[n] == "train" for n in names])
-        if config.dominant_table is None:
-            scores = common.lift_table(label_matrix[is_train], scenes[is_train], len(SCENE_NAMES))
-            table_source = "lift on the train split (DATASETS.md section 7)"
-        else:
-            scores = common.load_dominant_table(config.dominant_table, SCENE_NAMES, CLASS_NAMES,
-                                                scenes)
-            table_source = str(config.dominant_table)
-        dominant = common.dominant_from_scores(label_matrix, scenes, scores, names)
-
-        metadata = self.info.metadata
-        metadata["dominant_table"] = common.table_to_json(scores, SCENE_NAMES, CLASS_NAMES, scenes)
-        metadata["dominant_table_source"] = table_source
-        metadata["split"] = config.split
-        metadata["skipped"] = []
-        skip_log = common.SkipLog(config.skip_corrupt, metadata)
-
-        records = {split: [] for split in common.SPLITS}
-        for i, name in enumerate(names):
-            records[split_of[name]].append(dict(
-                name=name, path=images[name][0], labels=label_matrix[i],
-                scene=int(scenes[i]), dominant_label=int(dominant[i])))
-        return {split: self._generate_examples(records[split], skip_log)
-                for split in common.SPLITS}
+        self.info.metadata["split"] = config.split
+        return common.scene_split_generators(self.info.metadata, config, names, scenes, label_matrix, split_of,
+                                             {n: images[n][0] for n in names}, SCENE_NAMES, CLASS_NAMES,
+                                             self._generate_examples)
 
     def _official_split(self, root: Path, images):
         """Labels from multilabel.csv/.mat; test = images_test, validation carved from images_tr."""

@@ -411,3 +411,49 @@ def scene_examples(records, read_image, skip_log: SkipLog):
             "id": next_id,
         }
         next_id += 1
+
+
+def rgb_scene_info(builder, description: str, image_size: int, encoding: str, class_names, scene_names,
+                   homepage: str, citation: str) -> tfds.core.DatasetInfo:
+    """The DatasetInfo of an RGB scene builder (aid_multilabel, ucm_multilabel): rgb_scene_features, supervised
+    keys (image, labels) and an empty metadata dict (where skip_corrupt records the skipped files)."""
+    return tfds.core.DatasetInfo(
+        builder=builder,
+        description=description,
+        features=rgb_scene_features(image_size, encoding, class_names, scene_names),
+        supervised_keys=("image", "labels"),
+        homepage=homepage,
+        citation=citation,
+        metadata=tfds.core.MetadataDict(),
+    )
+
+
+def imagenet_band_statistics() -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per RGB channel in raw 0..255 units: ImageNet's (DATASETS.md 1.7) x 255."""
+    return IMAGENET_MEAN_255.copy(), IMAGENET_STD_255.copy()
+
+
+def scene_split_generators(metadata, config, names, scenes, label_matrix, split_of, paths, scene_names,
+                           class_names, generate_examples) -> dict:
+    """The end of an RGB scene builder's _split_generators (aid_multilabel, ucm_multilabel): the dominant labels
+    (the lift rule on the train split, DATASETS.md section 7, or the user's `dominant_table`), the metadata, and one
+    example generator per split over `paths[name]`."""
+    is_train = np.asarray([split_of[n] == "train" for n in names])
+    if config.dominant_table is None:
+        scores = lift_table(label_matrix[is_train], scenes[is_train], len(scene_names))
+        table_source = "lift on the train split (DATASETS.md section 7)"
+    else:
+        scores = load_dominant_table(config.dominant_table, scene_names, class_names, scenes)
+        table_source = str(config.dominant_table)
+    dominant = dominant_from_scores(label_matrix, scenes, scores, names)
+
+    metadata["dominant_table"] = table_to_json(scores, scene_names, class_names, scenes)
+    metadata["dominant_table_source"] = table_source
+    metadata["skipped"] = []
+    skip_log = SkipLog(config.skip_corrupt, metadata)
+
+    records = {split: [] for split in SPLITS}
+    for i, name in enumerate(names):
+        records[split_of[name]].append(dict(name=name, path=paths[name], labels=label_matrix[i],
+                                            scene=int(scenes[i]), dominant_label=int(dominant[i])))
+    return {split: generate_examples(records[split], skip_log) for split in SPLITS}
