@@ -152,7 +152,9 @@ def load_run(workdir: str, config=None) -> TrainedRun:
     if not epochs:
         raise WorkdirError(f"the run in {workdir} has no checkpoint ({folder} is missing or empty): it has not "
                            "finished an epoch. Train it first (the training command resumes an interrupted run).")
-    if epochs[-1] < config.num_epochs:
+    results_path = os.path.join(workdir, RESULTS_FILE)
+    stopped = _read_json(results_path).get("early_stopped_epoch") if os.path.isfile(results_path) else None
+    if epochs[-1] < config.num_epochs and epochs[-1] != stopped:  # an early-stopped run is finished too
         raise WorkdirError(
             f"the run in {workdir} has not finished: its last checkpoint is epoch {epochs[-1]} of "
             f"{config.num_epochs}. Run the training command again to finish it (it resumes from epoch "
