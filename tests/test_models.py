@@ -388,7 +388,7 @@ def test_registry_contents_and_get_model():
 
 
 def test_unknown_model_name_lists_valid_names():
-    with pytest.raises(ValueError, match="Unknown model 'vgg16'") as err:
+    with pytest.raises(ValueError, match="model.name='vgg16' is not valid") as err:
         models.get_model("vgg16", 3)
     for name in models.MODELS:
         assert name in str(err.value)
