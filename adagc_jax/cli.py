@@ -14,6 +14,7 @@ import traceback
 from absl import flags
 
 from adagc_jax import config_utils
+from adagc_jax import errors
 from adagc_jax.errors import ConfigError, Interrupted, UserError
 
 
@@ -74,10 +75,6 @@ def tf_startup_quiet():
             sys.stderr.flush()
 
 
-def _terminate_as_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
 MODES = ("train", "predict", "eval")
 
 
@@ -100,8 +97,10 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False, mode
     # Orbax and TFDS log every save/read at INFO through absl, and TFDS repeats a deprecation WARNING of its own
     # internals for every feature; the run prints its own one line per epoch and raises real problems as errors.
     logging.set_verbosity(logging.ERROR)
-    # A scheduler's SIGTERM stops the run like Ctrl-C: the last checkpoint is kept and the message says so.
-    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    # Ctrl-C, and a scheduler's SIGTERM alike, stop the run: the last checkpoint is kept and the message says so.
+    errors.clear_stop_request()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, errors.stop_on_signal)
     debug = debug or _debug_requested([])
     try:
         if multihost:

@@ -11,6 +11,8 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+import threading
+
 
 class UserError(Exception):
     """Base of every error a user can fix; `label` and `exit_code` are what the command line prints and returns."""
@@ -45,3 +47,25 @@ class DeviceError(UserError, ValueError, label="device error", exit_code=6):
 
 class Interrupted(UserError, label="interrupted", exit_code=130):
     """Ctrl-C (SIGINT) or SIGTERM: the run stopped; the message says which checkpoint a re-run resumes from."""
+
+
+# Python raises KeyboardInterrupt wherever the main thread happens to be; inside a weakref callback or a __del__ it
+# is printed as "Exception ignored" and lost, and the run would go on to the end (seen in CI). The handler therefore
+# also records the request, and the training loop checks it after every step.
+_stop_requested = threading.Event()
+
+
+def stop_on_signal(signum, frame) -> None:
+    """SIGINT/SIGTERM handler: records the request, then interrupts whatever runs now."""
+    _stop_requested.set()
+    raise KeyboardInterrupt
+
+
+def raise_if_stop_requested() -> None:
+    """Called between steps and epochs: a stop request that an ignored-exception context swallowed still stops."""
+    if _stop_requested.is_set():
+        raise KeyboardInterrupt
+
+
+def clear_stop_request() -> None:
+    _stop_requested.clear()

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from adagc_jax import (
     checkpoint,
     config_checks,
+    errors,
     evaluate,
     experiment,
     input_pipeline,
@@ -164,6 +165,7 @@ def train_epoch(run: Run, epoch: int, gc_weight: float):
             state, sums = exp.train_step(state, sums, batch, knobs)
         steps += 1
         bar.update(1)
+        errors.raise_if_stop_requested()
         if steps % log_every == 0 or steps == exp.steps_per_epoch:
             running = jax.device_get({k: sums[k] for k in ("loss", "batches", "first_nonfinite_step")})
             _raise_if_nonfinite(running, epoch, run.ckpt)
@@ -420,6 +422,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     stop_points = config.eval.early_stop_points
     while epoch <= config.num_epochs and selection.early_stop_epoch(run.history, stop_points) is None:
         run_epoch(run, epoch)
+        errors.raise_if_stop_requested()
         epoch = rollback(run) if run.rolls_back and run.trigger.needs_rollback else epoch + 1
 
     results = final_results(run)
