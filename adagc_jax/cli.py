@@ -13,8 +13,7 @@ import traceback
 
 from absl import flags
 
-from adagc_jax import config_utils
-from adagc_jax import errors
+from adagc_jax import config_utils, errors
 from adagc_jax.errors import ConfigError, Interrupted, UserError
 
 

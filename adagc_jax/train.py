@@ -36,8 +36,6 @@ from adagc_jax import train_step as train_step_lib
 from adagc_jax import workdir as workdir_lib
 from adagc_jax.errors import ConfigError, NonFiniteLossError
 
-validate_config = config_checks.validate_config
-
 
 def due(epoch: int, every: int, last: int) -> bool:
     """Whether a periodic action (evaluation, checkpoint) runs after `epoch`: every `every` epochs and at the end."""
@@ -156,9 +154,7 @@ def train_epoch(run: Run, epoch: int, gc_weight: float):
     log_every = config.log.every_steps
     bar = tqdm(total=exp.steps_per_epoch, desc=f"epoch {epoch}/{config.num_epochs}", unit="step", leave=False,
                disable=not (parallel.is_main_process() and config.log.progress_bar), dynamic_ncols=True)
-    start = time.perf_counter()
-    steps = 0
-    state = run.state
+    start, steps, state = time.perf_counter(), 0, run.state
     for batch in run.pipeline.train_batches(epoch, run.observed):
         batch = parallel.shard_batch(batch, exp.mesh)
         with jax.transfer_guard("disallow"):
@@ -394,7 +390,7 @@ def final_results(run: Run) -> dict:
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains, evaluates and checkpoints one run; returns the results dict also written to workdir/results.json."""
-    validate_config(config)
+    config_checks.validate_config(config)
     # TF feeds data only: it must never take the accelerator's memory (style rule 6).
     tf.config.set_visible_devices([], "GPU")
     if parallel.is_main_process():

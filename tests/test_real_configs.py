@@ -18,7 +18,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from conftest import REPO
 
-from adagc_jax import config_utils, input_pipeline, models, prepare, train
+from adagc_jax import config_checks, config_utils, input_pipeline, models, prepare, train
 
 CONFIG_DIR = os.path.join(REPO, "configs")
 REBEN_DUMMY = os.path.join(REPO, "adagc_jax", "datasets", "dummy_data", "reben")
@@ -82,7 +82,7 @@ def test_config_locked_same_keys_valid(name, arg):
         config.dataset.not_a_key = 1
     assert key_tree(config) == reference
     # Names and values are runnable (the check launch.py does first), and the builder takes the fields.
-    train.validate_config(config)
+    config_checks.validate_config(config)
     # The model block holds exactly the picked model's options (resnet50: no widths).
     options = set(models.model_options(models.MODELS[config.model.name]))
     assert set(config.model) - set(models.NON_MODEL_KEYS) == options - {"num_classes"}

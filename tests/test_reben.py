@@ -22,7 +22,7 @@ from builder_helpers import MISSING_HINT, RELEASE_HINT, SKIP_HINT, dataset_error
 
 import adagc_jax.datasets  # noqa: F401  (registers the builders)
 from adagc_jax import prepare as prepare_lib
-from adagc_jax.datasets import common, make_dummy_data, reben
+from adagc_jax.datasets import common, make_dummy_data, reben, resize
 from adagc_jax.errors import DatasetError
 
 DUMMY = Path(reben.__file__).parent / "dummy_data" / "reben"
@@ -132,7 +132,7 @@ def test_resize_matches_tensorflow_on_random_data():
     rng = np.random.default_rng(0)
     for shape in ((20, 20), (60, 60), (7, 5)):
         data = rng.integers(0, 10000, shape).astype(np.uint16)
-        ours = common.resize_bilinear(data, 120, 120)
+        ours = resize.resize_bilinear(data, 120, 120)
         theirs = tf.image.resize(data[..., None].astype(np.float32), (120, 120), "bilinear")
         np.testing.assert_allclose(ours, theirs.numpy()[..., 0], atol=2e-2)
 

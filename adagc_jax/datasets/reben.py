@@ -26,7 +26,7 @@ import tensorflow_datasets as tfds
 import tifffile
 from absl import logging
 
-from adagc_jax.datasets import common
+from adagc_jax.datasets import common, resize
 
 # The 19 BEN classes in their ORIGINAL order (DATASETS.md 2.5), not ConfigILM's sorted one.
 CLASS_NAMES = (
@@ -348,7 +348,7 @@ def _read_tiff(path: Path) -> np.ndarray:
 def _read_band(path: Path, band: str) -> np.ndarray:
     """One band as (120, 120) uint16; 20 m and 60 m bands upsampled bilinearly (section 7).
 
-    Resampling is numpy (`common.resize_bilinear`, half-pixel centres = tf.image.resize
+    Resampling is numpy (`resize.resize_bilinear`, half-pixel centres = tf.image.resize
     bilinear without antialias = torch interpolate align_corners=False, which the
     `120_bilinear` statistics assume), rounded to the nearest integer to stay uint16.
     """
@@ -362,7 +362,7 @@ def _read_band(path: Path, band: str) -> np.ndarray:
             f"GeoTIFF {path} is {data.shape} {data.dtype}; band {band} is ({size}, {size}) "
             f"uint16.")
     if size != IMAGE_SIZE:
-        data = common.round_to_dtype(common.resize_bilinear(data, IMAGE_SIZE, IMAGE_SIZE),
+        data = resize.round_to_dtype(resize.resize_bilinear(data, IMAGE_SIZE, IMAGE_SIZE),
                                      np.uint16)
     return data
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 import tifffile
 
-from adagc_jax.datasets import common
+from adagc_jax.datasets import common, resize
 
 CLASS_NAMES = common.MULTILABEL_17
 
@@ -207,6 +207,6 @@ def _read_checked_tiff(path: Path) -> np.ndarray:
     if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
         # Some UC Merced images are a few pixels short (section 3; torchgeo resizes them too):
         # every example must have one shape, and a bilinear resize of a few pixels keeps content.
-        image = common.round_to_dtype(
-            common.resize_bilinear(image, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        image = resize.round_to_dtype(
+            resize.resize_bilinear(image, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     return image
