@@ -98,6 +98,7 @@ RANGES = {
     "trigger.max_epochs": _int(1, also=(-1,)),
     "trigger.epoch": _int(1, also=(-1,)),
     "eval.every_epochs": _int(1),
+    "eval.curves_every_epochs": _int(1),
     "eval.stall_epochs": _int(0),
     "eval.early_stop_points": Range(0.0, 100.0),
     "checkpoint.every_epochs": _int(1),

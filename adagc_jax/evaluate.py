@@ -54,11 +54,11 @@ def evaluated_models(state) -> dict:
 
 
 def evaluate_epoch(eval_step, state, pipeline, mesh, config, observed, reported: str,
-                   val_single_positive=None) -> dict:
+                   val_single_positive=None, curves: bool = True) -> dict:
     """The per-epoch evaluation of a run: validation mAP of both models (complete labels), the reported model's
     validation mAP against single positives (`val_single_positive`, (N_val, C) by id: the selection an SPML user
-    can make), its test mAP (for the plots; `eval.test_every_epoch`) and its label recovery on the training images
-    (`eval.train_diagnostics`)."""
+    can make) and, when `curves` (every `eval.curves_every_epochs`), its test mAP (for the plots;
+    `eval.test_every_epoch`) and its label recovery on the training images (`eval.train_diagnostics`)."""
     models = evaluated_models(state)
     record = {}
     val = predict(eval_step, models, pipeline, "validation", mesh)
@@ -69,12 +69,12 @@ def evaluate_epoch(eval_step, state, pipeline, mesh, config, observed, reported:
     if val_single_positive is not None:
         record["val_single_positive_mAP"] = metrics.mean_average_precision(
             val[reported], val_single_positive[val["ids"]], empty_class_ap="skip")
-    if config.eval.test_every_epoch:
+    if curves and config.eval.test_every_epoch:
         # The reported model only: the per-epoch test curve is for plots, and a second model would double the cost
         # of the largest split.
         test = evaluate(eval_step, {reported: models[reported]}, pipeline, "test", mesh, config.eval.empty_class_ap)
         record["test_mAP"] = test[reported]["mAP"]
-    if config.eval.train_diagnostics:
+    if curves and config.eval.train_diagnostics:
         preds = predict(eval_step, {"model": models[reported]}, pipeline, "train", mesh)
         record.update(train_diagnostics(preds, np.asarray(observed), config.eval.empty_class_ap))
     return record

@@ -232,7 +232,8 @@ def run_epoch(run: Run, epoch: int) -> dict:
     if due(epoch, config.eval.every_epochs, config.num_epochs):
         start = time.perf_counter()
         record.update(evaluate.evaluate_epoch(exp.eval_step, run.state, run.pipeline, exp.mesh, config,
-                                              run.observed, run.reported, run.val_single_positive))
+                                              run.observed, run.reported, run.val_single_positive,
+                                              curves=due(epoch, config.eval.curves_every_epochs, config.num_epochs)))
         run.timing["eval_s"] += time.perf_counter() - start
     run.history.append(record)
     if "val_mAP" in record:  # before the regular checkpoint: a kill in between repeats this epoch, not the save

@@ -38,9 +38,8 @@ LOCK_NAME = ".lock"
 # many devices share the work and the evaluation batch size.
 MODEL_NEUTRAL_KEYS = (
     "log.", "checkpoint.every_epochs", "checkpoint.keep", "eval.test_every_epoch", "eval.train_diagnostics",
-    "eval.every_epochs", "eval.stall_epochs", "eval.select", "dataset.data_dir", "dataset.manual_dir", "resume",
-    "runner",
-    "num_devices", "eval_batch_size",
+    "eval.curves_every_epochs", "eval.every_epochs", "eval.stall_epochs", "eval.select", "dataset.data_dir",
+    "dataset.manual_dir", "resume", "runner", "num_devices", "eval_batch_size",
 )
 
 ABSENT = "<absent>"  # the value compare_configs shows for a key one config lacks

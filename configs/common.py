@@ -82,6 +82,9 @@ def training_config(args) -> ml_collections.ConfigDict:
         "empty_class_ap": "skip",  # 'skip' (project default) | 'zero' (official SPML repos)
         # Label recovery on the training images against their hidden labels (diagnostics.png; never a loss).
         "train_diagnostics": True,
+        # The test curve and the training-set diagnostics above run every this many epochs (and at the last): in
+        # small runs they cost as much as training, and neither model selection nor the trigger reads them.
+        "curves_every_epochs": 1,
         # Warn (log and results.json) when validation mAP and training loss have not moved for this many epochs
         # (e.g. a learning rate that killed the network); 0 = never.
         "stall_epochs": 5,
