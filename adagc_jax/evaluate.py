@@ -72,10 +72,11 @@ def evaluate_epoch(eval_step, state, pipeline, mesh, config, observed, reported:
     if curves and config.eval.test_every_epoch:
         # The reported model only: the per-epoch test curve is for plots, and a second model would double the cost
         # of the largest split.
-        test = evaluate(eval_step, {reported: models[reported]}, pipeline, "test", mesh, config.eval.empty_class_ap)
-        record["test_mAP"] = test[reported]["mAP"]
+        test = evaluate(eval_step, {"model": state.reported_variables()}, pipeline, "test", mesh,
+                        config.eval.empty_class_ap)
+        record["test_mAP"] = test["model"]["mAP"]
     if curves and config.eval.train_diagnostics:
-        preds = predict(eval_step, {"model": models[reported]}, pipeline, "train", mesh)
+        preds = predict(eval_step, {"model": state.reported_variables()}, pipeline, "train", mesh)
         record.update(train_diagnostics(preds, np.asarray(observed), config.eval.empty_class_ap))
     return record
 
