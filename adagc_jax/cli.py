@@ -5,6 +5,7 @@ ADAGC_DEBUG=1 asks for it; anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -74,6 +75,33 @@ def tf_startup_quiet():
             sys.stderr.flush()
 
 
+class _CheckpointFailureEcho(logging.Filter):
+    """Drops what orbax and asyncio log when a checkpoint write or read fails (a full disk, a damaged file): the
+    traceback of every orbax thread and of every task the failure abandoned, 40-200 lines that bury the one
+    paragraph the run prints for the same failure (checkpoint.py turns it into a WorkdirError or a fallback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name == "asyncio" or f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _quiet_unraisable(unraisable) -> None:
+    """Exceptions Python can only print ("Exception ignored in ..."), less two that carry nothing for the user: Ctrl-C
+    landing in a finaliser (errors.stop_on_signal has recorded it; the loop stops after the current step) and
+    tensorstore callbacks reaching orbax's event loop after a failed checkpoint read closed it."""
+    error = unraisable.exc_value
+    if isinstance(error, KeyboardInterrupt) or (isinstance(error, RuntimeError)
+                                                and str(error) == "Event loop is closed"):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def quiet_library_echoes() -> None:
+    """What a run without --debug leaves out of stderr (see the two above)."""
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(_CheckpointFailureEcho())
+    sys.unraisablehook = _quiet_unraisable
+
+
 MODES = ("train", "predict", "eval")
 
 
@@ -101,6 +129,8 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False, mode
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, errors.stop_on_signal)
     debug = debug or _debug_requested([])
+    if not debug:
+        quiet_library_echoes()
     try:
         if multihost:
             import jax

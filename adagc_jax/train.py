@@ -85,9 +85,7 @@ def setup(config, workdir: str) -> Run:
 
     builder = input_pipeline.get_builder(config.dataset)
     prepare.prepare(builder, config.dataset, log=reporting.log)
-    skipped = prepare.skipped_files(builder)
-    if skipped:
-        reporting.log(prepare.describe_skipped(skipped))
+    skipped = prepare.skipped_files(builder)  # prepare() has printed them; results.json records them
     info = input_pipeline.dataset_info(builder, config.dataset)
     pipeline = input_pipeline.InputPipeline(builder, config, info, jax.process_index(), jax.process_count())
     steps_per_epoch = pipeline.steps_per_epoch()

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, run_python, tiny_config, tiny_flags
+from conftest import REPO, mounted_tmpfs, run_python, tiny_config, tiny_flags
 
 from adagc_jax import cli, config_checks, config_utils, errors, train
 from adagc_jax.errors import ConfigError
@@ -133,3 +133,26 @@ def test_a_ctrl_c_swallowed_by_a_callback_still_stops_the_run(data_dir, tmp_path
         errors.clear_stop_request()
     assert not (tmp_path / "run" / "results.json").exists()
     assert cli._interrupted_message(str(tmp_path / "run")).startswith(f"the run in {tmp_path / 'run'} stopped before")
+
+
+def test_checkpoint_failures_reach_the_user_as_one_paragraph(data_dir, tmp_path):
+    """A damaged newest checkpoint and a full disk: orbax and asyncio log a traceback for every thread and task the
+    failure abandons (40-200 lines before the fix); stderr holds only the run's own message."""
+    flags = tiny_flags(data_dir, **{"eval.train_diagnostics": False, "eval.test_every_epoch": False})
+    workdir = tmp_path / "run"
+    assert _launch(workdir, *flags).returncode == 0
+    files = [p for p in (workdir / "checkpoints" / "2").rglob("*") if p.is_file() and p.parent.name == "d"]
+    biggest = max(files, key=lambda p: p.stat().st_size)
+    os.truncate(biggest, biggest.stat().st_size // 2)
+    resumed = _launch(workdir, *flags, "--config.num_epochs=3")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "the checkpoint of epoch 2 cannot be read" in resumed.stdout and "resumed from epoch 1" in resumed.stdout
+    assert "Traceback" not in resumed.stderr and "Event loop is closed" not in resumed.stderr
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    with mounted_tmpfs(disk, "size=320k"):
+        full = _launch(disk / "run", *flags)
+    assert full.returncode == 5
+    assert "workdir error: cannot write the checkpoint of epoch 1" in full.stderr and "no space left" in full.stderr
+    assert "Traceback" not in full.stderr and "Task exception was never retrieved" not in full.stderr

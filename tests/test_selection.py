@@ -31,6 +31,10 @@ def test_stall_warning_when_nothing_moves():
     assert "have not moved for 3 epochs (epochs 1-4)" in selection.stall_warning(frozen, 3)
     assert selection.stall_warning(frozen, 4) is None  # needs 5 evaluated epochs
     assert selection.stall_warning(frozen, 0) is None  # off
+    # A dead student under a weight-EMA teacher that still drifts (seen with learning_rate=10): warned at once.
+    drifting = [{"epoch": e, "val_mAP": 0.40 - 0.01 * e, "val_student_mAP": 0.39, "train_loss": 0.96}
+                for e in range(1, 4)]
+    assert "(epochs 1-3)" in selection.stall_warning(drifting, 2)
 
 
 def test_protocol_summary_reads_new_and_old_results():
