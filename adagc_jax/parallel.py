@@ -85,9 +85,18 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size
     if global_batch_size <= 0 or global_batch_size % num_devices:
         raise DeviceConfigError(
             f"{what}={global_batch_size} is not divisible by the {num_devices} devices of the mesh "
-            f"({jax.devices()[0].platform}); choose a multiple of {num_devices}, "
+            f"({_describe_devices(mesh)}); it is the global batch, split evenly over every device of every "
+            f"process: choose a multiple of {num_devices}, "
             f"e.g. --config.{what}={max(num_devices, global_batch_size // num_devices * num_devices)}")
     return global_batch_size // jax.process_count()
+
+
+def _describe_devices(mesh: Mesh) -> str:
+    platform = mesh.devices.flat[0].platform
+    if jax.process_count() == 1:
+        return platform
+    per_process = mesh.devices.size // jax.process_count()
+    return f"{jax.process_count()} processes x {per_process} {platform} device(s)"
 
 
 def shard_batch(batch: dict, mesh: Mesh) -> dict:
