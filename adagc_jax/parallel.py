@@ -47,9 +47,10 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                               f"--num_processes={num_processes} (each process of the job gets its own id).")
     if heartbeat_timeout_s < 1:
         raise ConfigError(f"--heartbeat_timeout={heartbeat_timeout_s} must be at least 1 second.")
+    # The shutdown timeout stays JAX's (5 min): at a normal end the other processes wait there for process 0, which
+    # writes the plots and results.json after the last collective.
     jax.distributed.initialize(coordinator_address, num_processes, process_id,
-                               heartbeat_timeout_seconds=int(heartbeat_timeout_s),
-                               shutdown_timeout_seconds=int(heartbeat_timeout_s))
+                               heartbeat_timeout_seconds=int(heartbeat_timeout_s))
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
