@@ -21,7 +21,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, tiny_config, tiny_flags
+from conftest import REPO, run_python, tiny_config, tiny_flags
 
 from adagc_jax import input_pipeline, parallel
 from adagc_jax.errors import ConfigError
@@ -158,6 +158,15 @@ def test_each_process_feeds_its_contiguous_slice_and_eval_sees_every_image_once(
 def test_a_wrong_manual_cluster_is_a_config_error(cluster, message):
     with pytest.raises(ConfigError, match=message):
         parallel.initialize_distributed(*cluster)
+
+
+def test_launch_reports_a_wrong_cluster_as_one_paragraph_with_exit_2(data_dir, tmp_path):
+    proc = run_python(["launch.py", "--config", "configs/default.py", "--workdir", str(tmp_path / "w"),
+                       *tiny_flags(data_dir), "--coordinator_address=localhost:12355", "--num_processes=2",
+                       "--process_id=2"], timeout=JOB_TIMEOUT_S)
+    assert proc.returncode == 2, proc.stderr
+    assert "config error: --process_id=2 must be in 0..1 for --num_processes=2" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # -- real multi-process jobs -----------------------------------------------------------------------------------------
