@@ -15,7 +15,7 @@ import traceback
 from absl import flags
 
 from adagc_jax import config_utils, errors
-from adagc_jax.errors import ConfigError, Interrupted, UserError
+from adagc_jax.errors import ConfigError, DeviceError, Interrupted, UserError
 
 
 def parse_flags(argv):
@@ -103,10 +103,11 @@ def quiet_library_echoes() -> None:
 
 
 MODES = ("train", "predict", "eval")
+MANUAL_CLUSTER_KEYS = ("coordinator_address", "num_processes", "process_id")
 
 
 def run(config, workdir: str, multihost: bool = False, debug: bool = False, mode: str = "train",
-        options: dict | None = None) -> int:
+        options: dict | None = None, cluster: dict | None = None) -> int:
     """Returns the exit code of one command:
 
     mode 'train': trains and evaluates one run (config.runner='train') or a sweep of runs ('sweep');
@@ -114,12 +115,14 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False, mode
       top_k; adagc_jax/predict.py);
     mode 'eval': re-evaluates the finished run in `workdir` on a split (options: split) and prints the metrics.
     For 'predict' and 'eval' the config is optional: the run's own config.json is used.
+    `cluster`: a manual multi-process job (coordinator_address, num_processes, process_id, heartbeat_timeout_s;
+    parallel.initialize_distributed); `multihost` alone lets JAX detect the cluster.
     """
     from absl import logging
 
     options = options or {}
     with tf_startup_quiet():
-        from adagc_jax import predict, train  # after flag parsing: importing jax/TF is slow
+        from adagc_jax import parallel, predict, train  # after flag parsing: importing jax/TF is slow
 
     # Orbax and TFDS log every save/read at INFO through absl, and TFDS repeats a deprecation WARNING of its own
     # internals for every feature; the run prints its own one line per epoch and raises real problems as errors.
@@ -132,10 +135,9 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False, mode
     if not debug:
         quiet_library_echoes()
     try:
-        if multihost:
-            import jax
-
-            jax.distributed.initialize()
+        cluster = dict(cluster or {})
+        if multihost or any(cluster.get(k) is not None for k in MANUAL_CLUSTER_KEYS):
+            parallel.initialize_distributed(**cluster)
         config_utils.lookup(MODES, mode, "--mode")
         if mode == "predict":
             predict.predict_command(workdir, config, options.get("input"), options.get("output"),
@@ -158,14 +160,42 @@ def run(config, workdir: str, multihost: bool = False, debug: bool = False, mode
         return report(Interrupted(_interrupted_message(workdir)), debug)
     except UserError as e:
         return report(e, debug)
+    except Exception as e:  # pylint: disable=broad-except  # only a lost peer is a user error; a bug re-raises
+        lost = parallel.lost_peer(e)
+        if lost is None:
+            raise
+        code = report(DeviceError(_lost_peer_message(workdir, lost, e)), debug)
+        # Without this the interpreter's exit would wait in JAX's coordination-service shutdown for the lost
+        # process (until its heartbeat timeout, then an abort): leave at once with the user error's code.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return 0
 
 
-def _interrupted_message(workdir: str) -> str:
+def _last_checkpoint(workdir: str) -> tuple[int, str] | None:
+    """(epoch, folder) of the run's newest checkpoint; None before the first one."""
     checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
     epochs = sorted(int(d) for d in os.listdir(checkpoints) if d.isdigit()) if os.path.isdir(checkpoints) else []
-    if not epochs:
+    return (epochs[-1], checkpoints) if epochs else None
+
+
+def _interrupted_message(workdir: str) -> str:
+    last = _last_checkpoint(workdir)
+    if last is None:
         return (f"the run in {workdir} stopped before its first checkpoint; the same command starts it again "
                 "from the beginning.")
-    return (f"the run in {workdir} stopped; its last checkpoint is epoch {epochs[-1]} ({checkpoints}). Run the same "
+    return (f"the run in {workdir} stopped; its last checkpoint is epoch {last[0]} ({last[1]}). Run the same "
             "command again to resume from there (the resumed run finishes with the same results).")
+
+
+def _lost_peer_message(workdir: str, lost: str, error: Exception) -> str:
+    import jax
+
+    last = _last_checkpoint(workdir)
+    kept = (f"the last checkpoint, epoch {last[0]} ({last[1]}), is kept" if last else
+            "no checkpoint had been written yet")
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return (f"{lost} of this {jax.process_count()}-process job stopped or cannot be reached ({first_line}); "
+            f"process {jax.process_index()} stops too. In {workdir} {kept}: start all {jax.process_count()} "
+            "processes again with the same commands to resume from it.")

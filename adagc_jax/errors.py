@@ -42,7 +42,8 @@ class WorkdirError(UserError, label="workdir error", exit_code=5):
 
 
 class DeviceError(UserError, ValueError, label="device error", exit_code=6):
-    """Devices or processes that cannot split the work as configured (e.g. a batch size they do not divide)."""
+    """Devices or processes that cannot do the work as configured: a batch size they do not divide, or a process of
+    a multi-process job that was lost (the others stop, the last checkpoint is kept)."""
 
 
 class Interrupted(UserError, label="interrupted", exit_code=130):

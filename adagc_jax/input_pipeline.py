@@ -209,10 +209,22 @@ class InputPipeline:
 
         ds = self._decoded_split("train").shuffle(buffer, seed=seed, reshuffle_each_iteration=False)
         if self.process_count > 1:
-            ds = ds.shard(self.process_count, self.process_index)
+            ds = self._own_slice_of_each_batch(ds, local_batch)
         ds = ds.map(attach, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.batch(local_batch, drop_remainder=True).take(self.steps_per_epoch())
         return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options())
+
+    def _own_slice_of_each_batch(self, ds: tf.data.Dataset, local_batch: int) -> tf.data.Dataset:
+        """This process's contiguous slice [i * local, (i + 1) * local) of every global batch: the global array
+        is the processes' slices in process order, so N processes feed exactly the batch one process would
+        (`ds.shard` would interleave the examples instead and train on other batches)."""
+        index, global_batch = self.process_index, local_batch * self.process_count
+
+        def mine(position, ex):
+            del ex
+            return tf.equal((position % global_batch) // local_batch, index)
+
+        return ds.enumerate().filter(mine).map(lambda position, ex: ex)
 
     def train_batches(self, epoch: int, observed_table: np.ndarray):
         return tfds.as_numpy(self.train_dataset(epoch, observed_table))
