@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 
-from adagc_jax import config_utils, gc, input_pipeline, methods, models, noise, optim, trigger
+from adagc_jax import config_utils, conv, gc, input_pipeline, methods, models, noise, optim, trigger
 from adagc_jax.errors import ConfigError
 
 # Signals the trigger can watch (train.epoch_record computes each from the step's sums).
@@ -25,6 +25,7 @@ CHOICES = {
     "dataset.name": input_pipeline.DATASET_MODULES,
     "model.name": models.MODELS,
     "model.dtype": models.DTYPES,
+    "model.conv_impl": conv.CONV_IMPLS,
     "optimizer.name": optim.OPTIMIZERS,
     "optimizer.schedule": optim.SCHEDULES,
     "gc.mode": gc.GC_MODES,

@@ -1,9 +1,12 @@
 """Images/s of the jitted train step per method, same model and batch (measures and prints; asserts nothing).
 
     python benchmarks/step_cost.py --config configs/default.py --methods an,adagc --steps 50
+    python benchmarks/step_cost.py --config configs/synthetic_memorization.py --methods an,adagc --conv_impl xla,cpu
 
 The step is compiled and warmed up first; then `--steps` steps run on one fixed random batch (no input pipeline),
-and the median of `--repeats` interleaved timings is printed with its ratio to the first method.
+and the median of `--repeats` interleaved timings is printed with its ratio to the first method. `--conv_impl`
+sets the small CNN's model.conv_impl (adagc_jax/conv.py); a comma-separated list times every method with every
+implementation, interleaved in the same process, so the machine's load hits all of them alike.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ import numpy as np  # noqa: E402
 from adagc_jax import config_utils, experiment, input_pipeline, parallel  # noqa: E402
 
 
-def build_runner(config, name: str, steps: int):
-    """Compiles `name`'s step (experiment.build, as a run builds it) and returns run() -> seconds for `steps` steps."""
+def build_runner(config, name: str, steps: int, conv_impl: str | None = None):
+    """Compiles `name`'s step (experiment.build, as a run builds it) and returns run() -> seconds for `steps` steps.
+
+    conv_impl, when given, replaces the config's model.conv_impl (small_cnn only)."""
     with config.unlocked():
         config.method = name
+        if conv_impl is not None:
+            config.model.conv_impl = conv_impl
     size, bands, num_classes = config.dataset.image_size, 3, 12
     batch_size, num_train = config.batch_size, 4 * config.batch_size
     info = input_pipeline.DatasetInfo("bench", num_classes, tuple(str(i) for i in range(num_classes)),
@@ -61,20 +68,31 @@ def main():
     parser.add_argument("--methods", default="an,adagc")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--conv_impl", default=None,
+                        help="model.conv_impl for small_cnn: auto | xla | cpu, or a comma-separated list of them "
+                             "(default: the config's)")
     args = parser.parse_args()
     config = config_utils.load_config_file(args.config)
-    names = args.methods.split(",")
+    impls = args.conv_impl.split(",") if args.conv_impl else [None]
+    if impls != [None] and config.model.name != "small_cnn":
+        parser.error(f"--conv_impl applies to the small_cnn model only, not {config.model.name!r}")
     print(f"{args.config}: model {config.model.name} {tuple(config.model.widths)}, batch {config.batch_size}, "
           f"{config.dataset.image_size} px, devices {jax.devices()}")
-    runners = {name: build_runner(config, name, args.steps) for name in names}
-    timings = {name: [] for name in names}
+    runners = {}
+    for impl in impls:
+        for name in args.methods.split(","):
+            label = name if impl is None else f"{name}/{impl}"
+            runners[label] = build_runner(config, name, args.steps, impl)
+    labels = list(runners)
+    timings = {label: [] for label in labels}
     for _ in range(args.repeats):  # interleaved, so a change in machine load hits every method alike
-        for name in names:
-            timings[name].append(runners[name]())
-    rates = {name: args.steps * int(config.batch_size) / float(np.median(t)) for name, t in timings.items()}
-    for name in names:
-        print(f"{name:>8s}: {rates[name]:8.1f} images/s   step cost x{rates[names[0]] / rates[name]:.2f} of "
-              f"{names[0]}")
+        for label in labels:
+            timings[label].append(runners[label]())
+    rates = {label: args.steps * int(config.batch_size) / float(np.median(t)) for label, t in timings.items()}
+    for label in labels:
+        spread = ", ".join(f"{args.steps * int(config.batch_size) / t:.0f}" for t in timings[label])
+        print(f"{label:>10s}: {rates[label]:8.1f} images/s (repeats: {spread})   step cost "
+              f"x{rates[labels[0]] / rates[label]:.2f} of {labels[0]}")
 
 
 if __name__ == "__main__":

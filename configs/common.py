@@ -24,6 +24,9 @@ def small_cnn(widths=(16, 32, 64), convs_per_stage=1, dtype="float32"):
         "convs_per_stage": convs_per_stage,
         "head_init_std": 0.01,  # head kernel ~ N(0, std^2) (0 = all zeros: a saddle that stalls SPML training)
         "dtype": dtype,  # computation dtype; bfloat16 on TPU/GPU
+        # 'auto' | 'xla' | 'cpu': how convs/max-pools are computed (adagc_jax/conv.py, docs/performance.md);
+        # 'auto' = the CPU-fast custom gradients on the CPU backend, XLA's native ops on GPU/TPU.
+        "conv_impl": "auto",
     })
 
 
