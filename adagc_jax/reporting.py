@@ -87,10 +87,14 @@ def summary_line(results: dict, reported: str) -> str:
             f"{block('best_val')}, best single-positive validation {block('best_val_single_positive')}")
 
 
-def timing_line(timing: dict) -> str:
-    """Where a run's time went, e.g. 'time: train 61 s (80 %), eval 12 s (16 %), ...'."""
+def timing_line(timing: dict, input_wait_s: float | None = None) -> str:
+    """Where a run's time went, e.g. 'time: train 61 s (80 %; waiting for data 1 s), eval 12 s (16 %), ...'."""
     total = sum(timing.values()) or 1.0
     parts = [f"{k[:-2]} {v:.0f} s ({100 * v / total:.0f} %)" for k, v in timing.items()]
+    if input_wait_s is not None and "train_s" in timing:
+        train = timing["train_s"]
+        parts[list(timing).index("train_s")] = (f"train {train:.0f} s ({100 * train / total:.0f} %; waiting for data "
+                                                f"{input_wait_s:.0f} s)")
     return f"time: {', '.join(parts)}; total {total:.0f} s"
 
 

@@ -145,15 +145,23 @@ def _config_dict(config) -> dict:
 
 
 def train_epoch(run: Run, epoch: int, gc_weight: float):
-    """The steps of one epoch; returns the epoch's sums (host numpy) and the number of steps. Stops at the first
-    non-finite loss (NonFiniteLossError naming the step and the last good checkpoint)."""
+    """The steps of one epoch; returns the epoch's sums (host numpy), the number of steps and the seconds spent
+    waiting for the input pipeline. Stops at the first non-finite loss (NonFiniteLossError naming the step and the
+    last good checkpoint)."""
     config, exp = run.config, run.exp
     knobs, sums = exp.knobs(epoch, gc_weight), exp.init_sums()
     log_every = config.log.every_steps
     bar = tqdm(total=exp.steps_per_epoch, desc=f"epoch {epoch}/{config.num_epochs}", unit="step", leave=False,
                disable=not (parallel.is_main_process() and config.log.progress_bar), dynamic_ncols=True)
-    start, steps, state = time.perf_counter(), 0, run.state
-    for batch in run.pipeline.train_batches(epoch, run.observed):
+    start, steps, state, waited = time.perf_counter(), 0, run.state, 0.0
+    batches = iter(run.pipeline.train_batches(epoch, run.observed))
+    while True:
+        # Steps are dispatched asynchronously, so time spent here is time the devices may sit idle for data.
+        asked = time.perf_counter()
+        batch = next(batches, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
         batch = parallel.shard_batch(batch, exp.mesh)
         with jax.transfer_guard("disallow"):
             state, sums = exp.train_step(state, sums, batch, knobs)
@@ -169,7 +177,7 @@ def train_epoch(run: Run, epoch: int, gc_weight: float):
     run.state = state
     host_sums = jax.device_get(sums)
     _raise_if_nonfinite(host_sums, epoch, run.ckpt)
-    return host_sums, steps
+    return host_sums, steps, waited
 
 
 def _epoch_end(run: Run, epoch: int) -> None:
@@ -217,12 +225,13 @@ def run_epoch(run: Run, epoch: int) -> dict:
     config, exp = run.config, run.exp
     gc_weight = exp.gc_weight(run.trigger)
     start = time.perf_counter()
-    sums, steps = train_epoch(run, epoch, gc_weight)
+    sums, steps, waited = train_epoch(run, epoch, gc_weight)
     seconds = time.perf_counter() - start
     run.timing["train_s"] += seconds
     _epoch_end(run, epoch)
 
     record = epoch_record(epoch, sums, steps, seconds, config.batch_size, gc_weight, config.trigger.signal)
+    record["epoch_input_wait_s"] = waited
     record["learning_rate"] = float(exp.schedule(int(jax.device_get(run.state.step))))
     run.trigger.update(record["trigger_signal"])
     record["trigger_fired_epoch"] = run.trigger.fired_epoch
@@ -251,7 +260,9 @@ def run_epoch(run: Run, epoch: int) -> dict:
                       f"{100 * (best - record['val_mAP']):.2f} points below its best {best:.4f} "
                       f"(eval.early_stop_points={config.eval.early_stop_points})")
     if due(epoch, config.checkpoint.every_epochs, config.num_epochs) or stopped:
-        save_checkpoint(run, epoch)
+        # Plots are redrawn with the curves (drawing them every epoch cost ~10 % of a small run); the end of the run
+        # draws them again in any case.
+        save_checkpoint(run, epoch, plot=due(epoch, config.eval.curves_every_epochs, config.num_epochs) or stopped)
     return record
 
 
@@ -292,9 +303,9 @@ def _reselect_after_rollback(run: Run) -> None:
         run.best.replace(key, epoch, value, evaluate.evaluated_models(state))
 
 
-def save_checkpoint(run: Run, epoch: int) -> None:
-    """The device state, the host state (history, trigger, timing, config) and the observed table; then the plots,
-    so that they show what the checkpoint holds."""
+def save_checkpoint(run: Run, epoch: int, plot: bool = True) -> None:
+    """The device state, the host state (history, trigger, timing, config) and the observed table; then, when
+    `plot`, the plots, so that they show what the checkpoint holds."""
     start = time.perf_counter()
     host = {"epoch": epoch, "history": run.history, "train_seconds": run.timing["train_s"],
             "trigger": run.trigger.state_dict(), "config": _config_dict(run.config), "resumes": run.resumes}
@@ -302,7 +313,8 @@ def save_checkpoint(run: Run, epoch: int) -> None:
     if run.rolls_back and run.trigger.fired and not run.trigger.needs_rollback:
         run.ckpt.prune(run.config.checkpoint.keep)  # the warm-up checkpoints are no longer needed
     run.timing["checkpoint_s"] += time.perf_counter() - start
-    write_plots(run)
+    if plot:
+        write_plots(run)
 
 
 def write_plots(run: Run) -> None:
@@ -423,12 +435,14 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     results = final_results(run)
     write_plots(run)
     results["timing"] = dict(run.timing)
+    # Part of train_s (every epoch trained, resumed ones included): the input pipeline's share of the step time.
+    results["input_wait_s"] = sum(h.get("epoch_input_wait_s", 0.0) for h in run.history)
     results["wall_time_s"] = sum(run.timing.values())
     stall = selection.stall_warning(run.history, config.eval.stall_epochs)
     results["warnings"] = [stall] if stall else []
     if main:
         reporting.write_json(os.path.join(workdir, "results.json"), results)
-        reporting.log(reporting.timing_line(results["timing"]))
+        reporting.log(reporting.timing_line(results["timing"], results["input_wait_s"]))
         reporting.log(reporting.summary_line(results, run.reported))
         reporting.log(f"Results in {os.path.join(workdir, 'results.json')}")
     run.ckpt.close()

@@ -18,7 +18,9 @@ and prints markdown (measures nothing itself):
   3. both protocols (BASELINES.md section 2) per variant: test mAP at the final epoch, at the best validation epoch
      (complete labels) and at the best single-positive validation epoch, the mean selected epochs, and each
      protocol's difference to `an` on the same seeds. For results.json files without the selection blocks, the
-     best validation epoch is taken from the history and its test mAP from the per-epoch test curve.
+     best validation epoch is taken from the history and its test mAP from the per-epoch test curve;
+  4. AdaGC minus every other variant under each protocol (mean +- std over the seeds both ran).
+<root> can also be a benchmark runner's workdir (configs/benchmark.py: <workdir>/<method>/seed_<s>).
 With --plot: validation (solid) and test (dotted) mAP per epoch of `an` and `adagc`, one panel per seed, with the
 epoch AdaGC's trigger fired.
 """
@@ -56,6 +58,11 @@ def _curve(results: dict, key: str) -> dict:
 
 def _fired(results: dict):
     return results["trigger"]["fired_epoch"]
+
+
+def _switches_gc(by_seed: dict) -> bool:
+    """Whether the variant's trigger switches GC on (for other methods it only records when it would have)."""
+    return any(r["trigger"].get("switches_gc", r["config"]["method"] == "adagc") for r in by_seed.values())
 
 
 def _pct(x) -> str:
@@ -111,7 +118,7 @@ def variants(runs: dict) -> str:
         lines.append(f"| {variant} | {','.join(map(str, seeds))} | "
                      f"{_mean_std([by_seed[s]['test']['mAP'] for s in seeds])} | "
                      f"{_mean_std([by_seed[s]['val']['mAP'] for s in seeds])} | "
-                     f"{', '.join(str(f) if f else '-' for f in fired) if variant != 'an' else '-'} | "
+                     f"{', '.join(str(f) if f else '-' for f in fired) if _switches_gc(by_seed) else '-'} | "
                      f"{'-' if variant == 'an' or not diffs else _mean_std(diffs)} |")
     return "\n".join(lines) + "\n"
 
@@ -152,6 +159,35 @@ def protocols(runs: dict) -> str:
             cells.append("-" if variant == "an" or not diffs else _mean_std(diffs))
         lines.append(f"| {variant} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def adagc_minus(runs: dict) -> str:
+    """AdaGC minus every other variant on the seeds both have, per protocol: where AdaGC wins (> 0) and by how
+    much, under the protocol of the SPML papers as well as at the final epoch."""
+    ada = runs.get("adagc", {})
+    if not ada:
+        return "(needs `adagc` runs)\n"
+    header = " | ".join(f"adagc − variant: {p}" for p in PROTOCOLS)
+    lines = [f"| variant | seeds | {header} |", "|---|---|" + "---|" * len(PROTOCOLS)]
+    for variant in sorted(v for v in runs if v != "adagc"):
+        seeds = sorted(set(runs[variant]) & set(ada))
+        if not seeds:
+            continue
+        cells = []
+        for p in PROTOCOLS:
+            diffs = [_protocols(ada[s])[p][0] - _protocols(runs[variant][s])[p][0] for s in seeds
+                     if None not in (_protocols(ada[s])[p][0], _protocols(runs[variant][s])[p][0])]
+            cells.append(_signed_mean_std(diffs))
+        lines.append(f"| {variant} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _signed_mean_std(values) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:+.1f}"
+    return f"{100 * statistics.mean(values):+.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def plot(runs: dict, path: str, title: str) -> None:
@@ -195,9 +231,14 @@ def main():
     print(variants(runs))
     print("### Both protocols: final epoch and best validation epoch\n")
     print(protocols(runs))
+    print("### AdaGC minus every other variant, per protocol (mean ± std over the seeds both ran)\n")
+    print(adagc_minus(runs))
     if args.plot:
-        noise = next(iter(next(iter(runs.values())).values()))["config"]["noise"]
-        plot(runs, args.plot, f"configs/synthetic_memorization.py, {noise} single positives")
+        first = next(iter(next(iter(runs.values())).values()))
+        dataset = first["dataset"]
+        plot(runs, args.plot, f"{dataset['name']} {dataset['image_shape'][0]} px, "
+                              f"{dataset['num_examples']['train']} training images, "
+                              f"{first['config']['noise']} single positives")
         print(f"plot: {args.plot}")
 
 

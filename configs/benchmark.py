@@ -4,8 +4,8 @@ r"""Benchmark: every method of METHOD.md section 8 (or a selection), several see
     python launch.py --config configs/benchmark.py:methods=an+role+ll_r,epochs=5 --workdir runs/bench_short
 
 Arguments (comma-separated key=value after the colon):
-  config    the training config every run uses: default (default) | synthetic_memorization | aid_multilabel |
-            reben (configs/<name>.py)
+  config    the training config every run uses: default (default) | synthetic_memorization |
+            synthetic_memorization_fast | aid_multilabel | reben (configs/<name>.py)
   dataset   shorthand for config: synthetic_scenes (= default) | aid_multilabel | reben
   noise     'random' (default) | 'dominant'
   seeds     number of seeds per method (default 1): seed, seed+1, ...
@@ -33,7 +33,7 @@ import ml_collections
 from adagc_jax import config_utils
 from configs import common
 
-TRAINING_CONFIGS = ("default", "synthetic_memorization", "aid_multilabel", "reben")
+TRAINING_CONFIGS = ("default", "synthetic_memorization", "synthetic_memorization_fast", "aid_multilabel", "reben")
 DATASET_CONFIGS = {"synthetic_scenes": "default", "aid_multilabel": "aid_multilabel", "reben": "reben"}
 
 

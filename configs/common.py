@@ -86,7 +86,8 @@ def training_config(args) -> ml_collections.ConfigDict:
         # Label recovery on the training images against their hidden labels (diagnostics.png; never a loss).
         "train_diagnostics": True,
         # The test curve and the training-set diagnostics above run every this many epochs (and at the last): in
-        # small runs they cost as much as training, and neither model selection nor the trigger reads them.
+        # small runs they cost as much as training, and neither model selection nor the trigger reads them. The
+        # plots (training.png, diagnostics.png) are redrawn at the same epochs.
         "curves_every_epochs": 1,
         # Warn (log and results.json) when validation mAP and training loss have not moved for this many epochs
         # (e.g. a learning rate that killed the network); 0 = never.

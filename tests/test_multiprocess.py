@@ -32,7 +32,7 @@ TOLERANCE = 1e-6
 JOB_OVERRIDES = {"num_devices": 2, "eval.test_every_epoch": False}
 JOB_TIMEOUT_S = 600
 # Per-epoch numbers that measure the machine, not the computation.
-TIMING_KEYS = ("images_per_s", "epoch_train_s")
+TIMING_KEYS = ("images_per_s", "epoch_train_s", "epoch_input_wait_s")
 
 
 def _free_port() -> int:
@@ -120,7 +120,7 @@ def _is_number(x) -> bool:
 
 def computed_results(results: dict) -> dict:
     """What a run computed: every block of results.json except timing, versions and the config."""
-    skip = ("timing", "wall_time_s", "train_time_s", "steps_per_s", "versions", "config")
+    skip = ("timing", "wall_time_s", "train_time_s", "input_wait_s", "steps_per_s", "versions", "config")
     return {k: v for k, v in results.items() if k not in skip}
 
 

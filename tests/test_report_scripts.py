@@ -58,6 +58,11 @@ def test_memorization_report_tables(tmp_path, capsys):
     assert table[2] == "| an | 0,1 | 69.0 ± 1.4 (4.0) | - | 80.0 ± 1.4 (2.5) | - | - | - |"
     assert table[3] == "| adagc | 0,1 | 77.0 ± 1.4 (4.0) | 8.0 ± 2.8 | 79.5 ± 0.7 (3.5) | -0.5 ± 0.7 | - | - |"
 
+    # AdaGC minus every other variant, on the seeds both ran.
+    table = report.adagc_minus(runs).splitlines()
+    assert table[2] == "| adagc_never | 0 | +5.0 | +2.0 | - |"
+    assert table[3] == "| an | 0,1 | +8.0 ± 2.8 | -0.5 ± 0.7 | - |"
+
     report.plot(runs, str(tmp_path / "curves.png"), "test")
     assert (tmp_path / "curves.png").stat().st_size > 0
 

@@ -47,6 +47,9 @@ def test_end_to_end_an(data_dir, tmp_path):
     assert on_disk["wall_time_s"] > on_disk["train_time_s"] > 0 and len(on_disk["trigger"]["signal"]) == 2
     assert set(on_disk["timing"]) == {"setup_s", "train_s", "eval_s", "checkpoint_s", "plot_s"}
     assert on_disk["wall_time_s"] == pytest.approx(sum(on_disk["timing"].values()))
+    # Waiting for the input pipeline is part of each epoch's training time.
+    assert all(0.0 <= h["epoch_input_wait_s"] <= h["epoch_train_s"] for h in history)
+    assert on_disk["input_wait_s"] == pytest.approx(sum(h["epoch_input_wait_s"] for h in history))
 
     # Model selection (BASELINES.md section 2): both protocols beside the final model; `select` is 'final'.
     assert on_disk["select"] == "final" and on_disk["test"] == on_disk["final"]["test"]
