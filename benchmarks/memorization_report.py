@@ -21,6 +21,7 @@ and prints markdown (measures nothing itself):
      best validation epoch is taken from the history and its test mAP from the per-epoch test curve;
   4. AdaGC minus every other variant under each protocol (mean +- std over the seeds both ran).
 <root> can also be a benchmark runner's workdir (configs/benchmark.py: <workdir>/<method>/seed_<s>).
+With --csv: one row per run (both protocols' test mAP and epochs, the validation peak and last value, the trigger).
 With --plot: validation (solid) and test (dotted) mAP per epoch of `an` and `adagc`, one panel per seed, with the
 epoch AdaGC's trigger fired.
 """
@@ -190,6 +191,32 @@ def _signed_mean_std(values) -> str:
     return f"{100 * statistics.mean(values):+.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
+CSV_COLUMNS = ("variant", "method", "noise", "seed", "final_epoch", "final_test_mAP", "best_val_epoch",
+               "best_val_test_mAP", "best_sp_epoch", "best_sp_test_mAP", "peak_val_mAP", "last_val_mAP",
+               "trigger_fired_epoch", "switches_gc")
+
+
+def write_csv(runs: dict, path: str) -> None:
+    """One row per run (mAP in %), from which every table above can be recomputed."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for variant in sorted(runs):
+            for seed, r in sorted(runs[variant].items()):
+                p = _protocols(r)
+                val = _curve(r, "val_mAP")
+                cells = [variant, r["config"]["method"], r["config"]["noise"], seed]
+                for key in PROTOCOLS:
+                    value, epoch = p[key]
+                    cells += [epoch, None if value is None else round(100 * value, 4)]
+                cells += [round(100 * max(val.values()), 4) if val else None,
+                          round(100 * val[max(val)], 4) if val else None,
+                          _fired(r), _switches_gc({seed: r})]
+                writer.writerow(["" if c is None else c for c in cells])
+
+
 def plot(runs: dict, path: str, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -223,6 +250,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="directory holding <variant>/seed_<s>/results.json")
     parser.add_argument("--plot", default="", help="PNG path for the an / adagc curves")
+    parser.add_argument("--csv", default="", help="CSV path: one row per run, both protocols")
     args = parser.parse_args()
     runs = load_runs(args.root)
     print("### AdaGC against assume-negative\n")
@@ -233,6 +261,9 @@ def main():
     print(protocols(runs))
     print("### AdaGC minus every other variant, per protocol (mean ± std over the seeds both ran)\n")
     print(adagc_minus(runs))
+    if args.csv:
+        write_csv(runs, args.csv)
+        print(f"csv: {args.csv}")
     if args.plot:
         first = next(iter(next(iter(runs.values())).values()))
         dataset = first["dataset"]

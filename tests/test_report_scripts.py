@@ -63,6 +63,11 @@ def test_memorization_report_tables(tmp_path, capsys):
     assert table[2] == "| adagc_never | 0 | +5.0 | +2.0 | - |"
     assert table[3] == "| an | 0,1 | +8.0 ± 2.8 | -0.5 ± 0.7 | - |"
 
+    report.write_csv(runs, str(tmp_path / "runs.csv"))
+    rows = (tmp_path / "runs.csv").read_text().splitlines()
+    assert rows[0].startswith("variant,method,noise,seed,final_epoch,final_test_mAP,best_val_epoch")
+    assert "an,an,random,0,4,68.0,3,79.0,,,80.0,70.0,,False" in rows
+
     report.plot(runs, str(tmp_path / "curves.png"), "test")
     assert (tmp_path / "curves.png").stat().st_size > 0
 
