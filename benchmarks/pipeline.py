@@ -2,13 +2,19 @@
 the share of a step's time it would need.
 
     python benchmarks/pipeline.py --config configs/default.py configs/synthetic_memorization_fast.py --measure_step
-    python benchmarks/pipeline.py --config configs/reben.py:subset=1.0,cpu=1 --images 20000 \
+    python benchmarks/pipeline.py --config configs/reben.py:subset=1.0,cpu=1 --images 400 \
         --manual_dir adagc_jax/datasets/dummy_data/reben --data_dir /tmp/tfds_reben_dummy
+    python benchmarks/pipeline.py --config configs/default.py --data_dir /tmp/tfds_reben_like --measure_step --set \
+        dataset.image_size=120 dataset.builder_config.image_size=120 dataset.builder_config.bands=12 \
+        dataset.builder_config.num_train=512 dataset.builder_config.num_validation=16 \
+        dataset.builder_config.num_test=16        # reBEN-sized images (120 px, 12 bands) in synthetic_scenes
 
 Per config, the dataset is prepared as a run prepares it (prepare.prepare; --data_dir / --manual_dir override the
 config's), then InputPipeline.train_batches is drained epoch after epoch, as the training loop calls it, until at
 least --images images came out (small datasets such as the dummy reBEN release are scaled up by repeating
-epochs). Epoch 1 decodes and fills the in-memory cache and is reported apart; `images/s` is over the later epochs.
+epochs; with only a few images per epoch the per-epoch setup of the pipeline dominates, so the last command
+above times reBEN-sized images in a synthetic_scenes dataset large enough to measure the per-image cost). Epoch 1
+decodes and fills the in-memory cache and is reported apart; `images/s` is over the later epochs.
 `per core` divides by the CPU cores this process may use (os.sched_getaffinity).
 
 `pipeline/step` is the pipeline's time per image over the train step's (the step's images/s from
@@ -20,6 +26,7 @@ cores it is also roughly the fraction of step time spent producing data.
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import os
 import sys
@@ -35,9 +42,18 @@ COLUMNS = ("config", "batch", "train images", "epochs", "epoch 1 s", "images/s",
            "pipeline/step")
 
 
-def load_config(spec: str, data_dir: str | None, manual_dir: str | None, batch_size: int | None):
+def parse_value(text: str):
+    """A --set value: a Python literal (120, 0.5, True, (8, 16)) or else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def load_config(spec: str, data_dir: str | None, manual_dir: str | None, batch_size: int | None, sets=()):
     config = config_utils.load_config_file(spec)
     with config.unlocked():
+        config_utils.set_keys(config, {key: parse_value(value) for key, _, value in (s.partition("=") for s in sets)})
         if data_dir:
             config.dataset.data_dir = data_dir
         if manual_dir:
@@ -96,6 +112,8 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=None, help="replaces dataset.data_dir")
     parser.add_argument("--manual_dir", default=None, help="replaces dataset.manual_dir (real datasets)")
     parser.add_argument("--batch_size", type=int, default=None, help="replaces the config's batch_size")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config keys to set, e.g. dataset.builder_config.bands=12 (as --config.KEY=VALUE)")
     parser.add_argument("--step_images_per_s", type=float, default=None,
                         help="the train step's images/s to compare with (else n/a, or --measure_step)")
     parser.add_argument("--measure_step", action="store_true",
@@ -106,7 +124,7 @@ def main(argv=None):
     print(f"{len(os.sched_getaffinity(0))} CPU core(s) available to this process")
     rows = []
     for spec in args.config:
-        config = load_config(spec, args.data_dir, args.manual_dir, args.batch_size)
+        config = load_config(spec, args.data_dir, args.manual_dir, args.batch_size, args.set)
         row = {"config": spec, **measure_pipeline(config, args.images)}
         if args.measure_step:
             row["step images/s"] = measure_step(config, args.method, args.step_steps)

@@ -28,6 +28,7 @@ This script never imports TensorFlow (test: tests/test_benchmarks.py), so it run
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -99,15 +100,21 @@ def measure(config, name: str, method: str, steps: int, warmup: int) -> dict:
             "GFLOP/image": flops / 1e9, "TFLOP/s achieved": flops * batch_size / step_s / 1e12}
 
 
+def _digits(x: float, significant: int = 4) -> str:
+    """x with about `significant` significant digits, never in scientific notation (20670, 8.052, 0.3870)."""
+    if not math.isfinite(x) or x == 0:
+        return str(x)
+    return f"{x:.{max(0, significant - 1 - math.floor(math.log10(abs(x))))}f}"
+
+
 def markdown_table(rows: list[dict], peak_tflops: float) -> str:
     """The rows as a markdown table; utilisation is 'n/a' without a peak."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         peak = peak_tflops * row["devices"]
-        util = f"{100 * row['TFLOP/s achieved'] / peak:.3g} %" if peak_tflops > 0 else "n/a"
+        util = _digits(100 * row["TFLOP/s achieved"] / peak, 3) + " %" if peak_tflops > 0 else "n/a"
         cells = [row["config"], row["method"], str(row["batch"]), str(row["devices"]), f"{row['compile s']:.1f}",
-                 f"{row['step ms']:.4g}", f"{row['images/s']:.1f}", f"{row['GFLOP/image']:.4g}",
-                 f"{row['TFLOP/s achieved']:.4g}", util]
+                 *(_digits(row[k]) for k in ("step ms", "images/s", "GFLOP/image", "TFLOP/s achieved")), util]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -142,7 +149,7 @@ def main(argv=None):
             config = bench_config(name, method, args.batch_per_device * len(devices), args.dtype, args.model,
                                   args.image_size)
             rows.append(measure(config, name, method, args.steps, args.warmup))
-            print(f"  {name} {method}: {rows[-1]['images/s']:.1f} images/s", flush=True)
+            print(f"  {name} {method}: {_digits(rows[-1]['images/s'])} images/s", flush=True)
     print(markdown_table(rows, args.peak_tflops))
     return rows
 

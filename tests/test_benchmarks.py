@@ -74,3 +74,9 @@ def test_pipeline_measures_the_training_pipeline(data_dir):
     header, rows = _table(pipeline.markdown_table([row]))
     assert tuple(header) == pipeline.COLUMNS
     assert rows[0][-1] == "0.250"
+
+
+def test_pipeline_set_values():
+    pipeline = _load("pipeline")
+    assert [pipeline.parse_value(v) for v in ("120", "0.5", "(8, 16)", "True", "reben")] == \
+        [120, 0.5, (8, 16), True, "reben"]
