@@ -14,7 +14,6 @@ Getting the dataset ready in data_dir first (generation, manual_dir, errors, orp
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 
@@ -23,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from adagc_jax import config_utils
+from adagc_jax.dataset_info import DatasetInfo  # noqa: F401 (re-exported: input_pipeline.DatasetInfo)
 from adagc_jax.errors import DatasetError
 
 # Builder modules by dataset name (imported lazily: importing one registers its builder with TFDS).
@@ -33,17 +33,6 @@ DATASET_MODULES = {
     "reben": "adagc_jax.datasets.reben",
 }
 SPLITS = ("train", "validation", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    num_classes: int
-    class_names: tuple
-    num_examples: dict  # split -> N
-    image_shape: tuple  # (H, W, bands) as fed to the model
-    mean: np.ndarray
-    std: np.ndarray
 
 
 def get_builder(dataset_config):

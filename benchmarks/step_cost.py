@@ -21,32 +21,41 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from adagc_jax import config_utils, experiment, input_pipeline, parallel  # noqa: E402
+from adagc_jax import config_utils, experiment, parallel  # noqa: E402
+from adagc_jax.dataset_info import DatasetInfo  # noqa: E402
 
 
-def build_runner(config, name: str, steps: int, conv_impl: str | None = None):
-    """Compiles `name`'s step (experiment.build, as a run builds it) and returns run() -> seconds for `steps` steps.
+def build_bench_step(config, name: str, bands: int = 3, num_classes: int = 12, conv_impl: str | None = None):
+    """`name`'s train step as a run builds it (experiment.build), with its initial state, sums, knobs and one fixed
+    random batch of config.batch_size images (no input pipeline, no TensorFlow). Returns (exp, state, sums, batch,
+    knobs); nothing is compiled yet.
 
     conv_impl, when given, replaces the config's model.conv_impl (small_cnn only)."""
     with config.unlocked():
         config.method = name
         if conv_impl is not None:
             config.model.conv_impl = conv_impl
-    size, bands, num_classes = config.dataset.image_size, 3, 12
+    size = config.dataset.image_size
     batch_size, num_train = config.batch_size, 4 * config.batch_size
-    info = input_pipeline.DatasetInfo("bench", num_classes, tuple(str(i) for i in range(num_classes)),
-                                      {"train": num_train}, (size, size, bands), np.zeros(bands, np.float32),
-                                      np.ones(bands, np.float32))
+    info = DatasetInfo("bench", num_classes, tuple(str(i) for i in range(num_classes)), {"train": num_train},
+                       (size, size, bands), np.zeros(bands, np.float32), np.ones(bands, np.float32))
     exp = experiment.build(config, info, steps_per_epoch=10)
-    mesh, step = exp.mesh, exp.train_step
     rng = np.random.default_rng(0)
     observed = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, num_train)]
     state = exp.initial_state(observed)
     labels = np.maximum(observed[:batch_size], (rng.random((batch_size, num_classes)) < 0.3).astype(np.float32))
     batch = parallel.shard_batch({"image": rng.normal(size=(batch_size, size, size, bands)).astype(np.float32),
                                   "observed": observed[:batch_size], "labels": labels,
-                                  "id": np.arange(batch_size, dtype=np.int32)}, mesh)
-    knobs, sums = exp.knobs(5, gc_weight=1.0), exp.init_sums()
+                                  "id": np.arange(batch_size, dtype=np.int32)}, exp.mesh)
+    return exp, state, exp.init_sums(), batch, exp.knobs(5, gc_weight=1.0)
+
+
+def build_runner(config, name: str, steps: int, conv_impl: str | None = None):
+    """Compiles `name`'s step (experiment.build, as a run builds it) and returns run() -> seconds for `steps` steps.
+
+    conv_impl, when given, replaces the config's model.conv_impl (small_cnn only)."""
+    exp, state, sums, batch, knobs = build_bench_step(config, name, conv_impl=conv_impl)
+    step = exp.train_step
     for _ in range(3):  # compile + warm up
         state, sums = step(state, sums, batch, knobs)
     jax.block_until_ready(state)
