@@ -102,6 +102,8 @@ def _prepare_once(builder, manual_dir: str | None, log, beam_text: str = "") -> 
                 builder.info.read_from_directory(builder.data_dir)
     except Exception as e:  # pylint: disable=broad-except  # only data and file errors are translated
         translated = _dataset_error(e, builder, manual_dir)
+        if translated is None and beam_text:
+            translated = _beam_worker_error(e, builder, manual_dir)
         if translated is None:
             raise
         raise translated from e
@@ -226,6 +228,29 @@ def _dataset_error(err: BaseException, builder, manual_dir: str | None) -> Datas
             f"{doing}: cannot read or write {cause.filename or builder.data_dir_root}: {reason}. Make manual_dir "
             f"readable and data_dir writable, or set --config.dataset.data_dir to a writable folder. {nothing}")
     return None
+
+
+# The last line of a builder error that a Beam worker raised: Beam re-raises it in this process as a RuntimeError
+# whose text is the worker's traceback, so only the text says what it was.
+_WORKER_ERROR = re.compile(r"^(?:\S+\.)?(CorruptFileError|FileContentError|FileNotFoundError): (.+?)"
+                           r"(?: \[while running '[^']*'\])?$", re.MULTILINE)
+
+
+def _beam_worker_error(err: BaseException, builder, manual_dir: str | None) -> DatasetError | None:
+    """The one DatasetError for a data error raised in a Beam worker (dataset.beam_options), None for anything
+    else. The message is the worker's, with the fix of the in-process error of that kind."""
+    matches = _WORKER_ERROR.findall(str(err))
+    if not matches:
+        return None
+    kind, text = matches[-1]
+    fix = {"CorruptFileError": f"Replace it with an intact copy from the published release, or {SKIP_CORRUPT_HINT}",
+           "FileContentError": "Fix or replace that file (layout and sources: docs/datasets.md)",
+           "FileNotFoundError": "Put the missing files in place, or point --config.dataset.manual_dir at the "
+                                "folder that holds them"}[kind]
+    return DatasetError(
+        f"preparing {builder.info.full_name} from manual_dir={manual_dir} with Apache Beam: a worker stopped on "
+        f"{text.rstrip('.')}. {fix}. The partial preparation was discarded; nothing was added to "
+        f"data_dir={builder.data_dir_root}.")
 
 
 def _find_in_chain(err: BaseException, types: tuple):

@@ -19,7 +19,7 @@ import adagc_jax.datasets  # noqa: F401  (registers the builders)
 from adagc_jax import beam_options
 from adagc_jax import prepare as prepare_lib
 from adagc_jax.datasets import reben
-from adagc_jax.errors import ConfigError
+from adagc_jax.errors import ConfigError, DatasetError
 
 BEAM = "direct_num_workers=2,direct_running_mode=multi_processing"
 needs_beam = pytest.mark.skipif(
@@ -71,6 +71,20 @@ def test_beam_skips_and_lists_corrupt_files_as_in_process(tmp_path):
     assert all_examples(with_beam) == expected
     assert with_beam.info.metadata["skipped"] == in_process.info.metadata["skipped"]
     assert prepare_lib.skipped_files(with_beam) == [str(bad)]
+
+
+@needs_beam
+def test_a_corrupt_file_in_a_beam_worker_is_one_clear_dataset_error(tmp_path):
+    manual = builder_helpers.copy_dummy(DUMMY, tmp_path)
+    bad = band_file(manual, B, "B8A")
+    bad.write_bytes(bad.read_bytes()[:4000])
+    with pytest.raises(DatasetError) as info:
+        prepare(tmp_path / "data", manual, BEAM)
+    message = str(info.value)
+    assert message.startswith("preparing reben/all/1.0.0 from manual_dir=") and "with Apache Beam" in message
+    assert f"Cannot decode {bad}: failed to read" in message and builder_helpers.SKIP_HINT in message
+    assert "Traceback" not in message and "partial preparation was discarded" in message
+    assert not list((tmp_path / "data").rglob("*.tfrecord*"))
 
 
 def test_beam_options_are_parsed_like_tfds_build():
