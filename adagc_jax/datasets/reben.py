@@ -14,6 +14,9 @@ Configs: `all` (12 bands, B01..B12 order of 2.2, 20 m and 60 m bands resampled b
 to 120 x 120) and `rgb` (B04, B03, B02); `make_config(bands, subset, seed)` adds a seeded
 per-split `subset` fraction for CPU-sized runs. The dominant label is the argmax of BEN-19
 pixel counts of the reference map (2.7; ties to the lowest class index).
+
+Splits are generated in-process, or as an Apache Beam pipeline when the DownloadConfig carries beam options
+(dataset.beam_options, docs/scaling.md); both call `read_patch` for every patch.
 """
 
 from __future__ import annotations
