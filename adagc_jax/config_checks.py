@@ -11,7 +11,7 @@ import dataclasses
 import math
 import os
 
-from adagc_jax import config_utils, conv, gc, input_pipeline, methods, models, noise, optim, trigger
+from adagc_jax import beam_options, config_utils, conv, gc, input_pipeline, methods, models, noise, optim, trigger
 from adagc_jax.errors import ConfigError
 
 # Signals the trigger can watch (train.epoch_record computes each from the step's sums).
@@ -176,6 +176,7 @@ def validate_config(config) -> None:
                           "ImageNet weights (nothing is downloaded for you)")
     if path and config.model.get("stem") != "imagenet":
         raise ConfigError("model.pretrained needs a ResNet with model.stem='imagenet' (the ImageNet weights' stem)")
+    beam_options.check(config.dataset.get("beam_options", ""), config.dataset.name)
     models.model_from_config(config.model, num_classes=1)  # unknown model options fail here, listing the valid ones
 
 

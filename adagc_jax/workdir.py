@@ -34,12 +34,13 @@ LOCK_NAME = ".lock"
 
 # Keys (exact, or a prefix ending in '.') whose value cannot change the trained model: logging, how often
 # checkpoints are written and how many are kept, what is evaluated and how often (evaluation never feeds back
-# into training: the trigger signals are training statistics), where the data live, how a resume is done, how
-# many devices share the work and the evaluation batch size.
+# into training: the trigger signals are training statistics), where the data live and how they are prepared
+# (in-process or with Beam: the same examples), how a resume is done, how many devices share the work and the
+# evaluation batch size.
 MODEL_NEUTRAL_KEYS = (
     "log.", "checkpoint.every_epochs", "checkpoint.keep", "eval.test_every_epoch", "eval.train_diagnostics",
     "eval.curves_every_epochs", "eval.every_epochs", "eval.stall_epochs", "eval.select", "dataset.data_dir",
-    "dataset.manual_dir", "resume", "runner", "num_devices", "eval_batch_size",
+    "dataset.manual_dir", "dataset.beam_options", "resume", "runner", "num_devices", "eval_batch_size",
 )
 
 ABSENT = "<absent>"  # the value compare_configs shows for a key one config lacks

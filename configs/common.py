@@ -137,6 +137,9 @@ def dataset_block(name, image_size, builder_config, cache=True) -> ml_collection
         "builder_config": ml_collections.ConfigDict(builder_config),
         "data_dir": "~/tensorflow_datasets",
         "manual_dir": "",  # real datasets only: where the user put the published files
+        # reben only: prepare as an Apache Beam pipeline with these comma-separated pipeline flags, e.g.
+        # 'direct_num_workers=8,direct_running_mode=multi_processing' ('' = in-process; docs/scaling.md)
+        "beam_options": "",
         "image_size": image_size,  # model input size; images of another size are resized in the pipeline
         "cache": cache,  # keep decoded images in memory (small datasets)
         "shuffle_buffer": 20_000,  # used when cache is off

@@ -14,11 +14,15 @@ Configs: `all` (12 bands, B01..B12 order of 2.2, 20 m and 60 m bands resampled b
 to 120 x 120) and `rgb` (B04, B03, B02); `make_config(bands, subset, seed)` adds a seeded
 per-split `subset` fraction for CPU-sized runs. The dominant label is the argmax of BEN-19
 pixel counts of the reference map (2.7; ties to the lowest class index).
+
+Splits are generated in-process, or as an Apache Beam pipeline when the DownloadConfig carries beam options
+(dataset.beam_options, docs/scaling.md); both call `read_patch` for every patch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +30,7 @@ import tensorflow_datasets as tfds
 import tifffile
 from absl import logging
 
-from adagc_jax.datasets import common, resize
+from adagc_jax.datasets import beam_generation, common, resize
 
 # The 19 BEN classes in their ORIGINAL order (DATASETS.md 2.5), not ConfigILM's sorted one.
 CLASS_NAMES = (
@@ -214,6 +218,7 @@ class Reben(common.ModuleCodePath, tfds.core.GeneratorBasedBuilder):
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     BUILDER_CONFIGS = list(_REGISTERED.values())
     DEFAULT_CONFIG_NAME = "all"
+    _use_beam = False  # set per preparation by _download_and_prepare
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
 Download metadata.parquet, BigEarthNet-S2.tar.zst and Reference_Maps.tar.zst from
 {PUBLISHED_AT}, and extract the archives into manual_dir (or into a single folder
@@ -273,29 +278,50 @@ inside manual_dir), so that it holds:
                 keep = np.random.default_rng([config.seed, split_index]).choice(
                     len(chosen), size=count, replace=False)
                 chosen = [chosen[i] for i in sorted(keep)]
-            generators[split] = self._generate_examples(
-                root, [(patch_id, patches[split][patch_id]) for patch_id in chosen], skip_log)
+            items = [(patch_id, patches[split][patch_id]) for patch_id in chosen]
+            if self._use_beam:
+                generators[split] = beam_generation.split_transform(
+                    split, items, functools.partial(read_patch, root, BAND_SETS[config.bands]),
+                    config.skip_corrupt)
+            else:
+                generators[split] = self._generate_examples(root, items, skip_log)
         return generators
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        """Beam generates the splits when the DownloadConfig carries beam options or a runner (docs/scaling.md);
+        without them (the default) they are generated in this process."""
+        self._use_beam = download_config.beam_options is not None or download_config.beam_runner is not None
+        super()._download_and_prepare(dl_manager, download_config)
+
+    def _process_pipeline_result(self, pipeline_result) -> None:
+        beam_generation.record_skipped(pipeline_result, self.info.metadata, common.SPLITS)
 
     def _generate_examples(self, root: Path, patches, skip_log: common.SkipLog):
         """Yields the examples of one split; `id` counts only the examples actually written."""
         bands = BAND_SETS[self.builder_config.bands]
         next_id = 0
-        for patch_id, labels in patches:
+        for item in patches:
             try:
-                image = np.stack([_read_band(band_path(root, patch_id, b), b) for b in bands], -1)
-                reference = _read_reference_map(map_path(root, patch_id))
+                patch_id, example = read_patch(root, bands, item)
             except common.CorruptFileError as err:
                 skip_log.handle(err)
                 continue
-            yield patch_id, {
-                "image": image,
-                "labels": labels,
-                "dominant_label": dominant_from_map(reference, labels, map_path(root, patch_id)),
-                "name": patch_id,
-                "id": next_id,
-            }
+            yield patch_id, {**example, "id": next_id}
             next_id += 1
+
+
+def read_patch(root: Path, bands, item) -> tuple[str, dict]:
+    """(patch_id, example without 'id') of one (patch_id, labels) item: the per-patch work of both the
+    in-process generator and the Beam pipeline. Raises CorruptFileError for an undecodable band or map."""
+    patch_id, labels = item
+    image = np.stack([_read_band(band_path(root, patch_id, b), b) for b in bands], -1)
+    reference = _read_reference_map(map_path(root, patch_id))
+    return patch_id, {
+        "image": image,
+        "labels": labels,
+        "dominant_label": dominant_from_map(reference, labels, map_path(root, patch_id)),
+        "name": patch_id,
+    }
 
 
 def _read_metadata(path: Path) -> dict[str, dict[str, np.ndarray]]:
