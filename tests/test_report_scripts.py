@@ -66,13 +66,36 @@ def test_memorization_report_tables(tmp_path, capsys):
     report.write_csv(runs, str(tmp_path / "runs.csv"))
     rows = (tmp_path / "runs.csv").read_text().splitlines()
     assert rows[0].startswith("variant,method,noise,seed,final_epoch,final_test_mAP,best_val_epoch")
-    assert "an,an,random,0,4,68.0,3,79.0,,,80.0,70.0,,False" in rows
+    assert "an,an,random,0,4,68.0,3,79.0,,,80.0,70.0,,False,68.0" in rows
 
     report.plot(runs, str(tmp_path / "curves.png"), "test")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+    # The CSV alone (runs done elsewhere, workdirs gone) gives the same tables, except the columns that need curves.
+    from_csv = report.load_runs("", [str(tmp_path / "runs.csv")])
+    assert report.protocols(from_csv) == report.protocols(runs)
+    assert report.adagc_minus(from_csv) == report.adagc_minus(runs)
+    assert report.variants(from_csv) == report.variants(runs)
+    first_seed = report.adagc_vs_an(from_csv).splitlines()[2]
+    assert first_seed == "| 0 | 80.0 (3) | 70.0 | 68.0 | 78.0 (77.5) | +10.0 | 2 | - (-) |"
+    report.plot(from_csv, str(tmp_path / "none.png"), "test")
+    assert not (tmp_path / "none.png").exists()
+
+    # A run under the root replaces the CSV's row of the same variant and seed; the other rows stay.
+    new_root = tmp_path / "new"
+    _write_run(new_root, "an", 1, "an", [0.6, 0.82, 0.81, 0.72], 0.60, None)
+    merged = report.load_runs(str(new_root), [str(tmp_path / "runs.csv")])
+    assert merged["an"][1]["final_test_mAP"] == 0.60 and merged["an"][1]["results"] is not None
+    assert merged["an"][0]["final_test_mAP"] == pytest.approx(0.68) and merged["an"][0]["results"] is None
+    assert sorted(merged) == ["adagc", "adagc_never", "an"]
 
 
 def test_memorization_report_without_runs_says_what_it_expects(tmp_path):
     report = _load("memorization_report")
     with pytest.raises(SystemExit, match="seed_"):
         report.load_runs(str(tmp_path))
+    with pytest.raises(SystemExit, match="no such file"):
+        report.load_runs(str(tmp_path), [str(tmp_path / "missing.csv")])
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit, match="no column variant"):
+        report.load_runs(str(tmp_path), [str(tmp_path / "other.csv")])
