@@ -99,3 +99,48 @@ def test_memorization_report_without_runs_says_what_it_expects(tmp_path):
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(SystemExit, match="no column variant"):
         report.load_runs(str(tmp_path), [str(tmp_path / "other.csv")])
+
+
+def _never_like_run(root, variant, method, rule, signal, val, fired=None, detected=None, act_windows=(3, 5, 7)):
+    """A results.json with the per-epoch records trigger_replay reads (signals and validation mAP)."""
+    run = root / variant / "seed_0"
+    run.mkdir(parents=True)
+    history = [{"epoch": e, "observed_top1": a, "observed_fit": a, "val_mAP": v}
+               for e, (a, v) in enumerate(zip(signal, val), 1)]
+    results = {"config": {"method": method, "noise": "random", "seed": 0, "num_epochs": len(signal),
+                          "trigger": {"rule": rule, "signal": "observed_top1", "max_epochs": -1, "window": 3,
+                                      "eps": 0.1, "min_epochs": 2, "act_windows": list(act_windows)}},
+               "history": history, "trigger": {"fired_epoch": fired, "detected_epoch": detected}}
+    (run / "results.json").write_text(json.dumps(results))
+
+
+def test_trigger_replay_is_the_training_loops_rule_on_the_never_runs_signals(tmp_path, capsys):
+    import numpy as np
+
+    from adagc_jax import trigger
+
+    replay = _load("trigger_replay")
+    # Rise (epochs 1-6), plateau (7-13), rise again (14-40); validation peaks at epoch 10.
+    signal = list(np.concatenate([np.linspace(0.05, 0.30, 6), np.full(7, 0.30) + np.arange(7) * 1e-3,
+                                  0.31 + np.arange(27) * 0.02]))
+    val = [0.5 + 0.03 * min(e, 10) - 0.005 * max(0, e - 10) for e in range(1, 41)]
+    _never_like_run(tmp_path, "adagc_never", "adagc", "never", signal, val)
+    detected, fired, _ = trigger.act_decision(signal, (3, 5, 7))
+    assert detected is not None and detected <= 20  # before the cap (half of 40 epochs)
+    _never_like_run(tmp_path, "adagc_act", "adagc", "act", signal, val, fired=fired, detected=detected)
+    _never_like_run(tmp_path, "adagc_wrong", "adagc", "act", signal, val, fired=fired + 1, detected=detected)
+
+    by_noise = replay.analyse(replay.load([str(tmp_path)]))
+    row = by_noise["random"]["rows"]["act observed_top1 3,5,7"][0]
+    assert row[:2] == (fired, detected)
+    assert row[2] == pytest.approx(val[fired - 1]) and row[3] == pytest.approx(max(val) - val[fired - 1])
+    checks = replay.check_real_runs(by_noise["random"])
+    assert len(checks) == 2 and sum("agrees" in c for c in checks) == 1 and sum("DIFFERS" in c for c in checks) == 1
+
+    # Windows too long for this history detect nothing before the cap: the rule fires at the cap, marked so.
+    capped = replay.replay([{"observed_top1": a} for a in signal], "act", "observed_top1", 15, act_windows=(9, 11))
+    assert capped == (15, None)
+    replay.main.__globals__["sys"].argv = ["trigger_replay.py", str(tmp_path)]
+    replay.main()
+    out = capsys.readouterr().out
+    assert "| act observed_top1 6,8,10 |" in out and "Settings ranked" in out

@@ -1,0 +1,200 @@
+"""Replays AdaGC's trigger rules on the signals recorded by `trigger.rule=never` runs (issue 13, METHOD.md 6 / 6b).
+
+    python benchmarks/trigger_replay.py runs/rules_random runs/memfast_random runs/rules_dominant runs/memfast_dominant
+
+Reads every <root>/<variant>/seed_<s>/results.json under the roots given and uses three kinds of run:
+  - `adagc` with trigger.rule=never: GC never switches on, so up to any epoch its training is exactly the warm-up
+    of an `adagc` run with any rule (the rule changes nothing before it fires). Its history holds every trigger
+    signal of every epoch, so each rule and setting can be replayed on it: the epoch it would fire at (and, for
+    `act`, the epoch it detects the plateau's end), and the never run's VALIDATION mAP there, below the run's own
+    validation peak. That distance is the selection criterion: validation only, no test labels.
+  - `an` (optional): its validation mAP at the same epochs, and its peak epoch (the issue's reference).
+  - `adagc` with any other rule (optional): the epochs the real run fired (and detected) at, checked against the
+    replay of the never run of the same noise and seed; a mismatch is printed (it would mean the replay is not the
+    rule the training loop runs).
+The replay uses adagc_jax.trigger.AdaptiveTrigger itself, with the cap trigger.max_epochs of the never run's config
+(-1 = half of num_epochs), so it is the rule of the training loop, not a copy of it; --max_epochs N replays with
+another cap (e.g. num_epochs: where each rule would fire by itself). A firing at the cap is marked "cap".
+
+Prints markdown: one table per noise type (settings x seeds) and a ranking of the settings by their mean distance
+below the validation peak over every noise type and seed. Measures nothing itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from adagc_jax import trigger as trigger_lib  # noqa: E402
+
+# The replayed settings: (name, rule, signal, trigger keyword arguments). The signals that rise during early learning
+# are the ones act's saturating-exponential fit describes (the METHOD.md 6b signal is a training accuracy).
+ACT_WINDOWS = ((2, 3, 4), (3, 4, 5), (3, 5, 7), (4, 6, 8), (5, 7, 9), (6, 8, 10))
+SETTINGS = tuple(
+    [("slope (default)", "slope", "observed_fit", {}),
+     ("slope, window 5", "slope", "observed_fit", {"window": 5}),
+     ("slope, eps 0.05", "slope", "observed_fit", {"eps": 0.05}),
+     ("slope on observed_top1", "slope", "observed_top1", {})]
+    + [(f"act {signal} {','.join(map(str, w))}", "act", signal, {"act_windows": w})
+       for signal in ("observed_top1", "observed_fit") for w in ACT_WINDOWS])
+
+
+def load(roots) -> list:
+    runs = []
+    for root in roots:
+        paths = sorted(glob.glob(os.path.join(root, "*", "seed_*", "results.json")))
+        if not paths:
+            raise SystemExit(f"no <variant>/seed_<s>/results.json under {root}")
+        for path in paths:
+            with open(path) as f:
+                runs.append(json.load(f))
+    return runs
+
+
+def cap(results: dict, override: int = 0) -> int:
+    if override > 0:
+        return override
+    configured = results["config"]["trigger"]["max_epochs"]
+    return configured if configured > 0 else results["config"]["num_epochs"] // 2
+
+
+def replay(history: list, rule: str, signal: str, max_epochs: int, **kwargs) -> tuple:
+    """(fired epoch, detected epoch) of `rule` on the per-epoch records `history` of a never run: the epochs are fed
+    to the training loop's AdaptiveTrigger one by one until it fires."""
+    trigger = trigger_lib.AdaptiveTrigger(rule=rule, max_epochs=max_epochs, **kwargs)
+    for record in history:
+        trigger.update(record[signal])
+        if trigger.fired:
+            return trigger.fired_epoch, trigger.detected_epoch
+    return None, None
+
+
+def _val(results: dict) -> dict:
+    return {h["epoch"]: h["val_mAP"] for h in results["history"] if h.get("val_mAP") is not None}
+
+
+def analyse(runs: list, max_epochs: int = 0) -> dict:
+    """noise -> {"seeds": [...], "never": {seed: results}, "an": {seed: results}, "real": [results], "rows": {setting
+    name: {seed: (fired, detected, never val there, below never's peak, an's val there)}}}."""
+    by_noise = {}
+    for r in runs:
+        config, noise = r["config"], r["config"]["noise"]
+        group = by_noise.setdefault(noise, {"never": {}, "an": {}, "real": [], "rows": {}})
+        if config["method"] == "adagc" and config["trigger"]["rule"] == "never":
+            group["never"][config["seed"]] = r
+        elif config["method"] == "an":
+            group["an"][config["seed"]] = r
+        elif config["method"] == "adagc":
+            group["real"].append(r)
+    for group in by_noise.values():
+        group["seeds"] = sorted(group["never"])
+        group["caps"] = {seed: cap(never, max_epochs) for seed, never in group["never"].items()}
+        for name, rule, signal, kwargs in SETTINGS:
+            row = {}
+            for seed, never in group["never"].items():
+                fired, detected = replay(never["history"], rule, signal, cap(never, max_epochs), **kwargs)
+                val = _val(never)
+                at = val.get(fired)
+                an_val = _val(group["an"][seed]).get(fired) if seed in group["an"] else None
+                row[seed] = (fired, detected, at, None if at is None else max(val.values()) - at, an_val)
+            group["rows"][name] = row
+    return by_noise
+
+
+def check_real_runs(group: dict) -> list:
+    """Lines comparing each real adagc run's fired/detected epochs with the replay on the never run of its seed."""
+    lines = []
+    for r in group["real"]:
+        config, seed = r["config"], r["config"]["seed"]
+        never = group["never"].get(seed)
+        t = config["trigger"]
+        if never is None or t["rule"] not in ("slope", "act") or t["signal"] not in never["history"][0]:
+            continue
+        kwargs = ({"act_windows": tuple(t["act_windows"])} if t["rule"] == "act" else
+                  {"window": t["window"], "eps": t["eps"], "min_epochs": t["min_epochs"]})
+        expected = replay(never["history"], t["rule"], t["signal"], cap(never), **kwargs)
+        actual = (r["trigger"]["fired_epoch"], r["trigger"].get("detected_epoch"))
+        verdict = "agrees" if expected == actual else "DIFFERS"
+        lines.append(f"- adagc rule {t['rule']} ({t['signal']}), seed {seed}: fired {actual[0]}, detected {actual[1]}; "
+                     f"replay on the never run: fired {expected[0]}, detected {expected[1]}: {verdict}")
+    return lines
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def _mean_std(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
+
+
+def table(noise: str, group: dict) -> str:
+    seeds = group["seeds"]
+    peaks = []
+    for s in seeds:
+        val = _val(group["never"][s])
+        best = max(val, key=val.get)
+        an_val = _val(group["an"][s]) if s in group["an"] else {}
+        an_peak = f", an's peak {max(an_val, key=an_val.get)} ({_pct(max(an_val.values()))})" if an_val else ""
+        peaks.append(f"seed {s}: never's validation peak at epoch {best} ({_pct(val[best])}){an_peak}")
+    head = " | ".join(f"seed {s}: fired (detected) | val there (below peak) | an's val" for s in seeds)
+    lines = [f"#### {noise} noise", "", "; ".join(peaks), "",
+             f"| setting | {head} | mean below peak |", "|---|" + "---|---|---|" * len(seeds) + "---|"]
+    for name, row in group["rows"].items():
+        cells = []
+        for s in seeds:
+            fired, detected, at, below, an_val = row[s]
+            at_cap = fired is not None and detected is None and fired == group["caps"][s]
+            cells += [f"{fired if fired is not None else '-'}" + (f" ({detected})" if detected else "")
+                      + (" cap" if at_cap else ""),
+                      f"{_pct(at)} ({_pct(below)})", _pct(an_val)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_mean_std([row[s][3] for s in seeds])} |")
+    return "\n".join(lines) + "\n"
+
+
+def ranking(by_noise: dict) -> str:
+    lines = ["| setting | " + " | ".join(f"{n}: mean below peak" for n in by_noise) + " | all: mean below peak |",
+             "|---|" + "---|" * (len(by_noise) + 1)]
+    scored = []
+    for name, *_ in SETTINGS:
+        per_noise = [[g["rows"][name][s][3] for s in g["seeds"]] for g in by_noise.values()]
+        pooled = [b for values in per_noise for b in values if b is not None]
+        scored.append((statistics.mean(pooled) if pooled else float("inf"), name, per_noise, pooled))
+    for _, name, per_noise, pooled in sorted(scored, key=lambda t: t[0]):
+        lines.append(f"| {name} | " + " | ".join(_mean_std(v) for v in per_noise) + f" | {_mean_std(pooled)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", nargs="+", help="directories holding <variant>/seed_<s>/results.json")
+    parser.add_argument("--max_epochs", type=int, default=0,
+                        help="replay with this cap instead of the runs' trigger.max_epochs (0: the runs' own)")
+    args = parser.parse_args()
+    by_noise = analyse(load(args.roots), args.max_epochs)
+    by_noise = {n: g for n, g in sorted(by_noise.items()) if g["never"]}
+    if not by_noise:
+        raise SystemExit("no adagc run with trigger.rule=never among the roots: nothing to replay")
+    print("### Replayed trigger epochs on the never runs (validation mAP in %)\n")
+    for noise, group in by_noise.items():
+        print(table(noise, group))
+        checks = check_real_runs(group)
+        if checks:
+            print("Real runs against the replay:\n\n" + "\n".join(checks) + "\n")
+    print("### Settings ranked by the mean distance below the never runs' validation peak\n")
+    print(ranking(by_noise))
+
+
+if __name__ == "__main__":
+    main()
