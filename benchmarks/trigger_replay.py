@@ -9,9 +9,10 @@ Reads every <root>/<variant>/seed_<s>/results.json under the roots given and use
     `act`, the epoch it detects the plateau's end), and the never run's VALIDATION mAP there, below the run's own
     validation peak. That distance is the selection criterion: validation only, no test labels.
   - `an` (optional): its validation mAP at the same epochs, and its peak epoch (the issue's reference).
-  - `adagc` with any other rule (optional): the epochs the real run fired (and detected) at, checked against the
-    replay of the never run of the same noise and seed; a mismatch is printed (it would mean the replay is not the
-    rule the training loop runs).
+  - `adagc` with any other rule (optional): a table of the real runs (where the trigger fired and detected, `an`'s
+    validation mAP there, the epochs the rollback re-ran, test mAP at the final and the best validation epoch), and
+    each adaptive rule's epochs checked against the replay of the never run of the same noise and seed ("DIFFERS"
+    would mean the replay is not the rule the training loop runs).
 The replay uses adagc_jax.trigger.AdaptiveTrigger itself, with the cap trigger.max_epochs of the never run's config
 (-1 = half of num_epochs), so it is the rule of the training loop, not a copy of it; --max_epochs N replays with
 another cap (e.g. num_epochs: where each rule would fire by itself). A firing at the cap is marked "cap".
@@ -107,23 +108,57 @@ def analyse(runs: list, max_epochs: int = 0) -> dict:
     return by_noise
 
 
+def _expected(group: dict, results: dict):
+    """(fired, detected) of the replay of a real run's rule on the never run of its seed; None where there is no
+    such never run or the rule is not adaptive."""
+    t, never = results["config"]["trigger"], group["never"].get(results["config"]["seed"])
+    if never is None or t["rule"] not in ("slope", "act") or t["signal"] not in never["history"][0]:
+        return None
+    kwargs = ({"act_windows": tuple(t["act_windows"])} if t["rule"] == "act" else
+              {"window": t["window"], "eps": t["eps"], "min_epochs": t["min_epochs"]})
+    return replay(never["history"], t["rule"], t["signal"], cap(never), **kwargs)
+
+
+def _variant(results: dict) -> str:
+    t = results["config"]["trigger"]
+    detail = {"act": f" ({t['signal']}, windows {','.join(map(str, t['act_windows']))})",
+              "slope": f" ({t['signal']})", "fixed": f" (epoch {t.get('epoch')})"}.get(t["rule"], "")
+    return f"{t['rule']}{detail}"
+
+
 def check_real_runs(group: dict) -> list:
     """Lines comparing each real adagc run's fired/detected epochs with the replay on the never run of its seed."""
     lines = []
     for r in group["real"]:
-        config, seed = r["config"], r["config"]["seed"]
-        never = group["never"].get(seed)
-        t = config["trigger"]
-        if never is None or t["rule"] not in ("slope", "act") or t["signal"] not in never["history"][0]:
+        expected = _expected(group, r)
+        if expected is None:
             continue
-        kwargs = ({"act_windows": tuple(t["act_windows"])} if t["rule"] == "act" else
-                  {"window": t["window"], "eps": t["eps"], "min_epochs": t["min_epochs"]})
-        expected = replay(never["history"], t["rule"], t["signal"], cap(never), **kwargs)
         actual = (r["trigger"]["fired_epoch"], r["trigger"].get("detected_epoch"))
         verdict = "agrees" if expected == actual else "DIFFERS"
-        lines.append(f"- adagc rule {t['rule']} ({t['signal']}), seed {seed}: fired {actual[0]}, detected {actual[1]}; "
+        lines.append(f"- adagc {_variant(r)}, seed {r['config']['seed']}: fired {actual[0]}, detected {actual[1]}; "
                      f"replay on the never run: fired {expected[0]}, detected {expected[1]}: {verdict}")
     return lines
+
+
+def real_runs_table(group: dict) -> str:
+    """Every real adagc run (any rule, the never runs included): where its trigger fired, `an`'s validation mAP
+    there, the epochs the rollback re-ran, and its test mAP at the final and at the best validation epoch."""
+    lines = ["| rule | seed | fired (detected) | an's val there (below an's peak) | epochs re-run | test: final | "
+             "test: best val (epoch) |", "|---|---|---|---|---|---|---|"]
+    runs = sorted(group["real"] + list(group["never"].values()),
+                  key=lambda r: (_variant(r), r["config"]["seed"]))
+    for r in runs:
+        seed, t = r["config"]["seed"], r["trigger"]
+        an_val = _val(group["an"][seed]) if seed in group["an"] else {}
+        fired, detected = t["fired_epoch"], t.get("detected_epoch")
+        at = an_val.get(fired)
+        below = None if at is None else max(an_val.values()) - at
+        best = r.get("best_val") or {}
+        lines.append(f"| {_variant(r)} | {seed} | {'-' if fired is None else fired}"
+                     f"{f' ({detected})' if detected else ''} | {_pct(at)} ({_pct(below)}) | "
+                     f"{t.get('rolled_back_epochs', 0)} | {_pct(r['test']['mAP'])} | "
+                     f"{_pct(best.get('test', {}).get('mAP'))} ({best.get('epoch', '-')}) |")
+    return "\n".join(lines) + "\n"
 
 
 def _pct(x) -> str:
@@ -189,6 +224,9 @@ def main():
     print("### Replayed trigger epochs on the never runs (validation mAP in %)\n")
     for noise, group in by_noise.items():
         print(table(noise, group))
+        if group["real"]:
+            print(f"Real adagc runs, {noise} noise (mAP of the teacher):\n")
+            print(real_runs_table(group))
         checks = check_real_runs(group)
         if checks:
             print("Real runs against the replay:\n\n" + "\n".join(checks) + "\n")

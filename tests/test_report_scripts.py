@@ -110,7 +110,8 @@ def _never_like_run(root, variant, method, rule, signal, val, fired=None, detect
     results = {"config": {"method": method, "noise": "random", "seed": 0, "num_epochs": len(signal),
                           "trigger": {"rule": rule, "signal": "observed_top1", "max_epochs": -1, "window": 3,
                                       "eps": 0.1, "min_epochs": 2, "act_windows": list(act_windows)}},
-               "history": history, "trigger": {"fired_epoch": fired, "detected_epoch": detected}}
+               "history": history, "trigger": {"fired_epoch": fired, "detected_epoch": detected},
+               "test": {"mAP": val[-1] - 0.01}, "best_val": {"epoch": 10, "test": {"mAP": 0.79}}}
     (run / "results.json").write_text(json.dumps(results))
 
 
@@ -136,6 +137,9 @@ def test_trigger_replay_is_the_training_loops_rule_on_the_never_runs_signals(tmp
     assert row[2] == pytest.approx(val[fired - 1]) and row[3] == pytest.approx(max(val) - val[fired - 1])
     checks = replay.check_real_runs(by_noise["random"])
     assert len(checks) == 2 and sum("agrees" in c for c in checks) == 1 and sum("DIFFERS" in c for c in checks) == 1
+    table = replay.real_runs_table(by_noise["random"])
+    assert f"| act (observed_top1, windows 3,5,7) | 0 | {fired} ({detected}) | - (-) | 0 | 64.0 | 79.0 (10) |" in table
+    assert "| never | 0 | - | - (-) | 0 |" in table
 
     # Windows too long for this history detect nothing before the cap: the rule fires at the cap, marked so.
     capped = replay.replay([{"observed_top1": a} for a in signal], "act", "observed_top1", 15, act_windows=(9, 11))
