@@ -161,6 +161,50 @@ def real_runs_table(group: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _last(results: dict, key: str):
+    values = [h[key] for h in results["history"] if h.get(key) is not None and not h.get("rolled_back")]
+    return values[-1] if values else None
+
+
+# What each rule's model ends with (mean over seeds): ranking (mAP, ranking loss), its probabilities at the 0.5
+# threshold on test, the teacher's mean probability on the unobserved training entries, the memory's pseudo-labels
+# at 0.5 against the hidden labels, and how many hidden positives the teacher recovers on the training images.
+def _test(results: dict, key: str):
+    return results["test"].get("teacher", {}).get(key)
+
+
+END_STATE = (("test mAP", lambda r: r["test"]["mAP"]),
+             ("ranking loss", lambda r: _test(r, "ranking_loss")),
+             ("micro precision @0.5", lambda r: _test(r, "micro_precision")),
+             ("micro recall @0.5", lambda r: _test(r, "micro_recall")),
+             ("labels per image: abs(predicted − true)", lambda r: _test(r, "label_cardinality_error")),
+             ("unobserved mass (train)", lambda r: _last(r, "unobserved_mass")),
+             ("pseudo-label precision", lambda r: _last(r, "pseudo_label_precision")),
+             ("pseudo-label recall", lambda r: _last(r, "pseudo_label_recall")),
+             ("train FN recall", lambda r: _last(r, "train_fn_recall")))
+
+
+def end_state_table(group: dict) -> str:
+    variants = {}
+    for r in list(group["an"].values()) + group["real"] + list(group["never"].values()):
+        name = "an" if r["config"]["method"] == "an" else f"adagc {_variant(r)}"
+        variants.setdefault(name, []).append(r)
+    lines = ["| model | seeds | " + " | ".join(name for name, _ in END_STATE) + " |",
+             "|---|---|" + "---|" * len(END_STATE)]
+    for name, runs in sorted(variants.items()):
+        cells = []
+        for label, get in END_STATE:
+            values = [v for v in (get(r) for r in runs) if v is not None]
+            if not values:
+                cells.append("-")
+            elif label.startswith("labels per image"):
+                cells.append(f"{statistics.mean(values):.2f}")
+            else:
+                cells.append(_mean_std(values))
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
@@ -227,6 +271,9 @@ def main():
         if group["real"]:
             print(f"Real adagc runs, {noise} noise (mAP of the teacher):\n")
             print(real_runs_table(group))
+            print(f"What each model ends with, {noise} noise (test metrics of the teacher at the last epoch; "
+                  "training-set numbers of the last epoch that has them; mean ± std over seeds, in %):\n")
+            print(end_state_table(group))
         checks = check_real_runs(group)
         if checks:
             print("Real runs against the replay:\n\n" + "\n".join(checks) + "\n")

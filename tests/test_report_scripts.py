@@ -140,6 +140,9 @@ def test_trigger_replay_is_the_training_loops_rule_on_the_never_runs_signals(tmp
     table = replay.real_runs_table(by_noise["random"])
     assert f"| act (observed_top1, windows 3,5,7) | 0 | {fired} ({detected}) | - (-) | 0 | 64.0 | 79.0 (10) |" in table
     assert "| never | 0 | - | - (-) | 0 |" in table
+    end = replay.end_state_table(by_noise["random"]).splitlines()
+    assert end[0].startswith("| model | seeds | test mAP | ranking loss |")
+    assert "| adagc never | 1 | 64.0 |" in end[3]
 
     # Windows too long for this history detect nothing before the cap: the rule fires at the cap, marked so.
     capped = replay.replay([{"observed_top1": a} for a in signal], "act", "observed_top1", 15, act_windows=(9, 11))
