@@ -76,7 +76,8 @@ def training_config(args) -> ml_collections.ConfigDict:
         "max_epochs": -1,  # -1: half of num_epochs
         "epoch": -1,  # rule 'fixed' only
         # rule 'act' only (METHOD.md 6b): the slope windows; use it with signal='observed_top1' (a rising signal).
-        "act_windows": (3, 5, 7),
+        # (5, 7, 9): the best of the window sets replayed on validation (docs/trigger.md).
+        "act_windows": (5, 7, 9),
     })
 
     c.eval = ml_collections.ConfigDict({
