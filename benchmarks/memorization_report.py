@@ -141,11 +141,11 @@ def _switches_gc(by_seed: dict) -> bool:
     return any(run["switches_gc"] for run in by_seed.values())
 
 
-def _pct(x) -> str:
+def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
-def _mean_std(values) -> str:
+def mean_std(values) -> str:
     values = [v for v in values if v is not None]
     if not values:
         return "-"
@@ -173,12 +173,12 @@ def adagc_vs_an(runs: dict) -> str:
         for k, v in (("an_test", an["final_test_mAP"]), ("adagc_test", ada["final_test_mAP"]), ("gap", gap),
                      ("below", below)):
             cols[k].append(v)
-        lines.append(f"| {s} | {_pct(an['peak_val_mAP'])} ({an['best_val_epoch']}) | {_pct(an['last_val_mAP'])} | "
-                     f"{_pct(an['final_test_mAP'])} | {_pct(ada['final_test_mAP'])} "
-                     f"({_pct(ada['final_student_test_mAP'])}) | {100 * gap:+.1f} | "
-                     f"{fired if fired else '-'} | {_pct(at_fired)} ({_pct(below)}) |")
-    lines.append(f"| mean ± std | | | {_mean_std(cols['an_test'])} | {_mean_std(cols['adagc_test'])} | "
-                 f"{_mean_std(cols['gap'])} | | ({_mean_std(cols['below'])}) |")
+        lines.append(f"| {s} | {pct(an['peak_val_mAP'])} ({an['best_val_epoch']}) | {pct(an['last_val_mAP'])} | "
+                     f"{pct(an['final_test_mAP'])} | {pct(ada['final_test_mAP'])} "
+                     f"({pct(ada['final_student_test_mAP'])}) | {100 * gap:+.1f} | "
+                     f"{fired if fired else '-'} | {pct(at_fired)} ({pct(below)}) |")
+    lines.append(f"| mean ± std | | | {mean_std(cols['an_test'])} | {mean_std(cols['adagc_test'])} | "
+                 f"{mean_std(cols['gap'])} | | ({mean_std(cols['below'])}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -196,10 +196,10 @@ def variants(runs: dict) -> str:
         fired = [_fired(by_seed[s]) for s in seeds]
         diffs = [by_seed[s]["final_test_mAP"] - an[s]["final_test_mAP"] for s in seeds if s in an]
         lines.append(f"| {variant} | {','.join(map(str, seeds))} | "
-                     f"{_mean_std([by_seed[s]['final_test_mAP'] for s in seeds])} | "
-                     f"{_mean_std([by_seed[s]['last_val_mAP'] for s in seeds])} | "
+                     f"{mean_std([by_seed[s]['final_test_mAP'] for s in seeds])} | "
+                     f"{mean_std([by_seed[s]['last_val_mAP'] for s in seeds])} | "
                      f"{', '.join(str(f) if f else '-' for f in fired) if _switches_gc(by_seed) else '-'} | "
-                     f"{'-' if variant == 'an' or not diffs else _mean_std(diffs)} |")
+                     f"{'-' if variant == 'an' or not diffs else mean_std(diffs)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -220,8 +220,8 @@ def protocols(runs: dict) -> str:
             epoch = f" ({statistics.mean(epochs):.1f})" if epochs else ""
             diffs = [_test(by_seed[s], p) - _test(an[s], p) for s in seeds
                      if s in an and None not in (_test(by_seed[s], p), _test(an[s], p))]
-            cells.append(f"{_mean_std([_test(by_seed[s], p) for s in seeds])}{epoch}")
-            cells.append("-" if variant == "an" or not diffs else _mean_std(diffs))
+            cells.append(f"{mean_std([_test(by_seed[s], p) for s in seeds])}{epoch}")
+            cells.append("-" if variant == "an" or not diffs else mean_std(diffs))
         lines.append(f"| {variant} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

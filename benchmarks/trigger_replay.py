@@ -33,6 +33,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from adagc_jax import trigger as trigger_lib  # noqa: E402
+from benchmarks.memorization_report import mean_std, pct  # noqa: E402
 
 # The replayed settings: (name, rule, signal, trigger keyword arguments). The signals that rise during early learning
 # are the ones act's saturating-exponential fit describes (the METHOD.md 6b signal is a training accuracy).
@@ -155,9 +156,9 @@ def real_runs_table(group: dict) -> str:
         below = None if at is None else max(an_val.values()) - at
         best = r.get("best_val") or {}
         lines.append(f"| {_variant(r)} | {seed} | {'-' if fired is None else fired}"
-                     f"{f' ({detected})' if detected else ''} | {_pct(at)} ({_pct(below)}) | "
-                     f"{t.get('rolled_back_epochs', 0)} | {_pct(r['test']['mAP'])} | "
-                     f"{_pct(best.get('test', {}).get('mAP'))} ({best.get('epoch', '-')}) |")
+                     f"{f' ({detected})' if detected else ''} | {pct(at)} ({pct(below)}) | "
+                     f"{t.get('rolled_back_epochs', 0)} | {pct(r['test']['mAP'])} | "
+                     f"{pct(best.get('test', {}).get('mAP'))} ({best.get('epoch', '-')}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -200,22 +201,9 @@ def end_state_table(group: dict) -> str:
             elif label.startswith("labels per image"):
                 cells.append(f"{statistics.mean(values):.2f}")
             else:
-                cells.append(_mean_std(values))
+                cells.append(mean_std(values))
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _mean_std(values) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{100 * values[0]:.1f}"
-    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
 def table(noise: str, group: dict) -> str:
@@ -225,8 +213,8 @@ def table(noise: str, group: dict) -> str:
         val = _val(group["never"][s])
         best = max(val, key=val.get)
         an_val = _val(group["an"][s]) if s in group["an"] else {}
-        an_peak = f", an's peak {max(an_val, key=an_val.get)} ({_pct(max(an_val.values()))})" if an_val else ""
-        peaks.append(f"seed {s}: never's validation peak at epoch {best} ({_pct(val[best])}){an_peak}")
+        an_peak = f", an's peak {max(an_val, key=an_val.get)} ({pct(max(an_val.values()))})" if an_val else ""
+        peaks.append(f"seed {s}: never's validation peak at epoch {best} ({pct(val[best])}){an_peak}")
     head = " | ".join(f"seed {s}: fired (detected) | val there (below peak) | an's val" for s in seeds)
     lines = [f"#### {noise} noise", "", "; ".join(peaks), "",
              f"| setting | {head} | mean below peak |", "|---|" + "---|---|---|" * len(seeds) + "---|"]
@@ -237,8 +225,8 @@ def table(noise: str, group: dict) -> str:
             at_cap = fired is not None and detected is None and fired == group["caps"][s]
             cells += [f"{fired if fired is not None else '-'}" + (f" ({detected})" if detected else "")
                       + (" cap" if at_cap else ""),
-                      f"{_pct(at)} ({_pct(below)})", _pct(an_val)]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_mean_std([row[s][3] for s in seeds])} |")
+                      f"{pct(at)} ({pct(below)})", pct(an_val)]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {mean_std([row[s][3] for s in seeds])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -251,7 +239,7 @@ def ranking(by_noise: dict) -> str:
         pooled = [b for values in per_noise for b in values if b is not None]
         scored.append((statistics.mean(pooled) if pooled else float("inf"), name, per_noise, pooled))
     for _, name, per_noise, pooled in sorted(scored, key=lambda t: t[0]):
-        lines.append(f"| {name} | " + " | ".join(_mean_std(v) for v in per_noise) + f" | {_mean_std(pooled)} |")
+        lines.append(f"| {name} | " + " | ".join(mean_std(v) for v in per_noise) + f" | {mean_std(pooled)} |")
     return "\n".join(lines) + "\n"
 
 
