@@ -298,7 +298,12 @@ def plot(runs: dict, path: str, title: str) -> None:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("mAP (teacher)")
-    axes[0][0].legend(fontsize=8)
+    # One legend for every line of every panel (a seed may have an `an` run but no `adagc` curve).
+    labelled = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labelled.setdefault(label, handle)
+    axes[0][0].legend(list(labelled.values()), list(labelled), fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
