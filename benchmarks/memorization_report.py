@@ -62,7 +62,7 @@ def load_runs(root: str, previous=()) -> dict:
     return runs
 
 
-def _curve(results: dict, key: str) -> dict:
+def curve(results: dict, key: str) -> dict:
     return {h["epoch"]: h[key] for h in results["history"] if h.get(key) is not None}
 
 
@@ -73,7 +73,7 @@ def _protocols(results: dict) -> dict:
            "best val": (summary["best_val_test_mAP"], summary["best_val_epoch"]),
            "best single-positive val": (summary["best_sp_test_mAP"], summary["best_sp_epoch"])}
     if out["best val"][0] is None:  # an older results.json: the history's best epoch and test curve
-        val, test = _curve(results, "val_mAP"), _curve(results, "test_mAP")
+        val, test = curve(results, "val_mAP"), curve(results, "test_mAP")
         if val:
             best = max(val, key=val.get)
             out["best val"] = (test.get(best), best)
@@ -94,7 +94,7 @@ _INT_COLUMNS = {"seed", "final_epoch", "best_val_epoch", "best_sp_epoch", "trigg
 def summarize(variant: str, seed: int, results: dict) -> dict:
     """What the tables need of one run (mAP as fractions), with the results dict itself under "results" for the
     curves (None for a run read from a CSV)."""
-    val = _curve(results, "val_mAP")
+    val = curve(results, "val_mAP")
     out = {"variant": variant, "method": results["config"]["method"], "noise": results["config"]["noise"],
            "seed": seed, "peak_val_mAP": max(val.values()) if val else None,
            "last_val_mAP": results["val"]["mAP"], "trigger_fired_epoch": results["trigger"]["fired_epoch"],
@@ -166,7 +166,7 @@ def adagc_vs_an(runs: dict) -> str:
         an, ada = runs["an"][s], runs["adagc"][s]
         fired = _fired(ada)
         # an's validation curve at the trigger epoch: only where an's results.json (not just its CSV row) is here.
-        val = _curve(an["results"], "val_mAP") if an["results"] else {}
+        val = curve(an["results"], "val_mAP") if an["results"] else {}
         at_fired = val.get(fired) if fired else None
         below = None if at_fired is None else an["peak_val_mAP"] - at_fired
         gap = ada["final_test_mAP"] - an["final_test_mAP"]
@@ -288,9 +288,9 @@ def plot(runs: dict, path: str, title: str) -> None:
                 continue
             r = with_curves[variant][s]
             for key, style in (("val_mAP", "-"), ("test_mAP", ":")):
-                curve = _curve(r, key)
-                if curve:
-                    ax.plot(list(curve), list(curve.values()), style, color=color,
+                points = curve(r, key)
+                if points:
+                    ax.plot(list(points), list(points.values()), style, color=color,
                             label=f"{variant} ({key.split('_')[0]})")
             if variant == "adagc" and r["trigger"]["fired_epoch"]:
                 ax.axvline(r["trigger"]["fired_epoch"], color=color, alpha=0.4, linestyle="--", label="trigger fired")

@@ -33,7 +33,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from adagc_jax import trigger as trigger_lib  # noqa: E402
-from benchmarks.memorization_report import mean_std, pct  # noqa: E402
+from benchmarks.memorization_report import curve, mean_std, pct  # noqa: E402
 
 # The replayed settings: (name, rule, signal, trigger keyword arguments). The signals that rise during early learning
 # are the ones act's saturating-exponential fit describes (the METHOD.md 6b signal is a training accuracy).
@@ -78,7 +78,7 @@ def replay(history: list, rule: str, signal: str, max_epochs: int, **kwargs) -> 
 
 
 def _val(results: dict) -> dict:
-    return {h["epoch"]: h["val_mAP"] for h in results["history"] if h.get("val_mAP") is not None}
+    return curve(results, "val_mAP")
 
 
 def analyse(runs: list, max_epochs: int = 0) -> dict:
@@ -100,7 +100,7 @@ def analyse(runs: list, max_epochs: int = 0) -> dict:
         for name, rule, signal, kwargs in SETTINGS:
             row = {}
             for seed, never in group["never"].items():
-                fired, detected = replay(never["history"], rule, signal, cap(never, max_epochs), **kwargs)
+                fired, detected = replay(never["history"], rule, signal, group["caps"][seed], **kwargs)
                 val = _val(never)
                 at = val.get(fired)
                 an_val = _val(group["an"][seed]).get(fired) if seed in group["an"] else None

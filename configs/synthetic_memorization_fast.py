@@ -11,7 +11,7 @@ the last epoch instead of freezing as a cosine schedule ends), 45 epochs, smalle
 test curve and the training-set diagnostics every 9 epochs (selection and the trigger read validation and
 training statistics only) and a checkpoint every 5 epochs (a killed run repeats at most 4; `trigger.rule=act`
 needs `--config.checkpoint.every_epochs=1` for its rollback). The same 1200
-un-augmented training images. `an` (random noise) peaks at epochs 17-19 and falls 6-8 validation points by the
+un-augmented training images. `an` (random noise) peaks at epochs 17-22 and falls 6-8 validation points by the
 last epoch (seeds 0-2). Expected: 207 s measured for `an` (seed 0) alone on 2 CPU cores, evaluation 22 % of it; methods
 with a heavier step take longer. Tables of every method under both protocols:
 docs/benchmark_memorization.md.
