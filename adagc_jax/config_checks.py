@@ -100,6 +100,7 @@ RANGES = {
     "trigger.epoch": _int(1, also=(-1,)),
     "eval.every_epochs": _int(1),
     "eval.curves_every_epochs": _int(1),
+    "eval.device_cache_mb": NON_NEGATIVE,
     "eval.stall_epochs": _int(0),
     "eval.early_stop_points": Range(0.0, 100.0),
     "checkpoint.every_epochs": _int(1),

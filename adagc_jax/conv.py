@@ -1,4 +1,5 @@
-"""A 3x3 'SAME' convolution and a 2x2/2 max-pool whose gradients XLA:CPU runs fast (docs/performance.md).
+"""The small CNN's layers in forms XLA:CPU runs fast: a 3x3 'SAME' convolution, BatchNorm + ReLU and a 2x2/2 max-pool
+with custom gradients, and the compiler options of the steps that use them (docs/performance.md).
 
 Why: XLA differentiates a convolution into a "weight-gradient convolution" that treats the batch as the
 contraction (feature) dimension and the whole output-gradient image as the window: for a 3x3 conv on 64 images of
@@ -18,6 +19,10 @@ What this module does instead (forward and input gradient unchanged, weight grad
   gradient sent to exactly one element per window: the first maximum in row-major window order, which is the
   element XLA's select_and_scatter (the gradient of reduce_window max) picks. Gradients equal XLA's bitwise.
   (A window containing NaN passes no gradient here; the forward still returns NaN.)
+- batch_norm_relu_train / BatchNormReLU: flax's training-mode BatchNorm followed by ReLU, with the closed-form
+  backward (one reducing pass and one writing pass) instead of autodiff's several passes over the activations.
+- COMPILER_OPTIONS: the steps are compiled with XLA's own convolution kernels instead of YNNPACK's, which are
+  2-3x slower for these shapes on the machines measured.
 
 The model chooses between these and XLA's native ops with `model.conv_impl` (CONV_IMPLS, use_custom_path).
 """
@@ -35,9 +40,21 @@ from jax import lax
 # gradient well); 'xla': always native; 'cpu': always the custom path (any backend, e.g. to test it).
 CONV_IMPLS = ("auto", "xla", "cpu")
 
-# Images per weight-gradient chunk. Measured on 2 cores for the synthetic_memorization shapes (batch 64, 48/24/12 px,
-# 32-128 channels): 2-8 are within noise of each other and 2-4x faster than the unchunked conv; 16 loses at 24 px.
-BATCH_CHUNK = 4
+# Images per weight-gradient chunk. Measured with the convolutions on XLA's own (Eigen) kernels (COMPILER_OPTIONS) for
+# the synthetic_memorization shapes (batch 64, 48/24/12 px, 3-128 channels; benchmarks/conv_grad.py): 8 is the
+# fastest or within noise of it at every shape (sum over the six convs 86 ms, against 107 ms for 4 and 100 ms
+# unchunked); 2 is 1.5-2x slower.
+BATCH_CHUNK = 8
+
+# XLA:CPU options for the steps that use this module (passed per jit, so nothing else in the process changes).
+# By default XLA:CPU hands convolutions, reductions and dots to its YNNPACK library fusions. On the machines measured
+# (docs/performance.md) YNNPACK's 3x3 convolutions run at a third to half of XLA's own Eigen convolutions, while its
+# reductions and dots are the fast ones (without it, BatchNorm's reductions become slow reduce-windows). This list
+# keeps YNNPACK for reductions and dots only: the small CNN's step runs about 1.35x faster (docs/performance.md).
+# Only which kernels compute the ops changes: results differ by float32 round-off.
+COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT",
+}
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 _SAME_3X3 = ((1, 1), (1, 1))
@@ -50,6 +67,14 @@ def use_custom_path(conv_impl: str) -> bool:
     if conv_impl == "auto":
         return jax.default_backend() == "cpu"
     return conv_impl == "cpu"
+
+
+def compiler_options(conv_impl: str) -> dict:
+    """The jit compiler options of a step whose model uses `conv_impl`: COMPILER_OPTIONS when that selects this
+    module's ops on the CPU backend, none otherwise (GPU/TPU, or 'xla' on CPU: XLA's defaults throughout)."""
+    if use_custom_path(conv_impl) and jax.default_backend() == "cpu":
+        return dict(COMPILER_OPTIONS)
+    return {}
 
 
 def _forward_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -144,6 +169,86 @@ def _pool_bwd(residuals, grad_out):
 
 
 max_pool_2x2_same.defvjp(_pool_fwd, _pool_bwd)
+
+
+_BN_AXES = (0, 1, 2)  # NHWC: statistics over batch, height and width, one per channel
+
+
+def _batch_stats(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """flax's BatchNorm statistics (use_fast_variance): mean and max(0, mean(x^2) - mean^2), in one pass."""
+    mean = jnp.mean(x, _BN_AXES)
+    return mean, jnp.maximum(0.0, jnp.mean(x * x, _BN_AXES) - mean * mean)
+
+
+def _normalize_relu(x, mean, var, scale, bias, epsilon):
+    """relu((x - mean) * (rsqrt(var + eps) * scale) + bias), flax's _normalize order of operations."""
+    return jnp.maximum((x - mean) * (lax.rsqrt(var + epsilon) * scale) + bias, 0.0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_relu_train(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float):
+    """Training-mode BatchNorm (batch statistics) followed by ReLU, float32 NHWC; returns (y, mean, var).
+
+    Gradients flow to x, scale and bias through y only; mean and var are for the running averages (the caller
+    stops their gradient). The backward is the closed form of BatchNorm's gradient with the ReLU mask folded in:
+    dz = dy * (y > 0); dbias = sum(dz); dscale = sum(dz * xhat);
+    dx = scale / sigma * (dz - dbias / N - xhat * dscale / N), xhat = (x - mean) / sigma, N = B*H*W:
+    one pass that reduces and one that writes dx, where autodiff of the plain formulation makes several.
+    """
+    mean, var = _batch_stats(x)
+    return _normalize_relu(x, mean, var, scale, bias, epsilon), mean, var
+
+
+def _bn_relu_fwd(x, scale, bias, epsilon):
+    mean, var = _batch_stats(x)
+    y = _normalize_relu(x, mean, var, scale, bias, epsilon)
+    return (y, mean, var), (x, y, mean, var, scale)
+
+
+def _bn_relu_bwd(epsilon, residuals, cotangents):
+    x, y, mean, var, scale = residuals
+    dz = jnp.where(y > 0, cotangents[0], 0.0)  # jax's relu passes no gradient at 0 either
+    inv_std = lax.rsqrt(var + epsilon)
+    xhat = (x - mean) * inv_std
+    dbias, dscale = jnp.sum(dz, _BN_AXES), jnp.sum(dz * xhat, _BN_AXES)
+    count = x.shape[0] * x.shape[1] * x.shape[2]
+    dx = (scale * inv_std) * (dz - dbias / count - xhat * (dscale / count))
+    return dx, dscale, dbias
+
+
+batch_norm_relu_train.defvjp(_bn_relu_fwd, _bn_relu_bwd)
+
+
+class BatchNormReLU(nn.Module):
+    """relu(nn.BatchNorm(...)(x)) for NHWC x with batch_norm_relu_train's gradient in training.
+
+    Same parameters ('scale' ones, 'bias' zeros) and batch_stats ('mean' zeros, 'var' ones), same running-average
+    update (momentum * old + (1 - momentum) * batch value, skipped while initialising) and the same statistics
+    (float32, fast variance) as flax's BatchNorm, so both paths initialise and checkpoint identically. In inference
+    mode it normalises with the running averages, as flax does.
+    """
+
+    use_running_average: bool
+    momentum: float
+    epsilon: float
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+        x = x.astype(jnp.float32)
+        if self.use_running_average:
+            y = _normalize_relu(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
+        else:
+            y, mean, var = batch_norm_relu_train(x, scale, bias, self.epsilon)
+            if not self.is_initializing():
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)
+        return y.astype(self.dtype)
 
 
 class Conv3x3(nn.Module):

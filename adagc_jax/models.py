@@ -86,8 +86,9 @@ class SmallCNN(nn.Module):
     2x2/2 max-pool; after the last stage a global average pool and the Dense head (near-zero init). `widths` gives
     the number of filters per stage, any number of stages (e.g. (32, 64, 128) to study memorisation).
 
-    `conv_impl` picks how the convolutions and max-pools are computed (adagc_jax/conv.py): 'xla' = flax's nn.Conv
-    and nn.max_pool; 'cpu' = conv.Conv3x3 and conv.max_pool_2x2_same, whose gradients XLA:CPU runs 2-4x faster
+    `conv_impl` picks how the convolutions, BatchNorms and max-pools are computed (adagc_jax/conv.py): 'xla' =
+    flax's nn.Conv, nn.BatchNorm + relu and nn.max_pool; 'cpu' = conv.Conv3x3, conv.BatchNormReLU and
+    conv.max_pool_2x2_same, with gradients XLA:CPU runs faster, and the steps compiled with conv.COMPILER_OPTIONS
     (same parameters, same numbers to float32 round-off); 'auto' = 'cpu' on the CPU backend, 'xla' elsewhere.
     """
 
@@ -120,8 +121,11 @@ class SmallCNN(nn.Module):
                     x = conv.Conv3x3(int(width), dtype=self.dtype, name=name)(x)
                 else:
                     x = nn.Conv(int(width), (3, 3), padding="SAME", use_bias=False, dtype=self.dtype, name=name)(x)
-                x = _batch_norm(train, self.dtype, name=f"stage{stage}_bn{i}")(x)
-                x = nn.relu(x)
+                if custom:
+                    x = conv.BatchNormReLU(not train, BN_MOMENTUM, BN_EPSILON, self.dtype,
+                                           name=f"stage{stage}_bn{i}")(x)
+                else:
+                    x = nn.relu(_batch_norm(train, self.dtype, name=f"stage{stage}_bn{i}")(x))
             # SAME padding: an odd side keeps its last row/column instead of silently dropping it, and a side that
             # is already 1 stays 1 instead of shrinking to 0 when there are more stages than halvings.
             if custom:
@@ -297,6 +301,14 @@ def model_from_config(model_config, num_classes: int) -> nn.Module:
     if "widths" in kwargs:
         kwargs["widths"] = tuple(kwargs["widths"])
     return get_model(model_config.name, num_classes, **kwargs)
+
+
+def compiler_options(model: nn.Module) -> dict:
+    """jit compiler options for steps that run `model`: the small CNN's CPU path wants its own (conv.compiler_options);
+    every other model and backend compiles with XLA's defaults."""
+    if isinstance(model, SmallCNN):
+        return conv.compiler_options(model.conv_impl)
+    return {}
 
 
 def init_variables(model: nn.Module, rng: jax.Array, image_shape: Sequence[int]) -> dict:

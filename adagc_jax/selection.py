@@ -45,12 +45,15 @@ def early_stop_epoch(history: list[dict], points: float) -> int | None:
 def stall_warning(history: list[dict], epochs: int) -> str | None:
     """A warning when validation mAP and training loss have not moved over the last `epochs` epochs (0 = off).
 
-    The student's validation mAP where the run records it: a weight-EMA teacher keeps drifting for a few epochs
-    after the student has died, which would delay the warning by that much."""
+    The student's validation mAP where the run records it every epoch: a weight-EMA teacher keeps drifting for a
+    few epochs after the student has died, which would delay the warning by that much."""
     recent = [h for h in history if h.get("val_mAP") is not None and not h.get("rolled_back")][-(epochs + 1):]
     if epochs <= 0 or len(recent) < epochs + 1:
         return None
-    val = [h.get("val_student_mAP", h["val_mAP"]) for h in recent]
+    # The student's curve only where every epoch of the window has it (with eval.curves_every_epochs > 1 it is
+    # recorded on curve epochs only); otherwise the reported model's, never a mix of the two.
+    key = "val_student_mAP" if all("val_student_mAP" in h for h in recent) else "val_mAP"
+    val = [h[key] for h in recent]
     loss = [h["train_loss"] for h in recent]
     if max(val) - min(val) > 1e-4 or max(loss) - min(loss) > 1e-4 * max(1.0, abs(loss[-1])):
         return None

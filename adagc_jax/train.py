@@ -59,6 +59,7 @@ class Run:
     resumes: list = dataclasses.field(default_factory=list)  # config changes accepted on resume (num_epochs, forced)
     skipped_files: list = dataclasses.field(default_factory=list)  # unreadable files left out (skip_corrupt)
     val_single_positive: np.ndarray | None = None  # one positive per validation image (selection without labels)
+    eval_source: evaluate.EvalSplitCache | None = None  # the evaluation splits, device-resident after a first pass
     best: selection.BestCheckpoints | None = None
     timing: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(
         ("setup_s", "train_s", "eval_s", "checkpoint_s", "plot_s"), 0.0))
@@ -104,7 +105,8 @@ def setup(config, workdir: str) -> Run:
     run = Run(config=config, workdir=workdir, exp=exp, pipeline=pipeline, state=state, observed=observed,
               trigger=experiment.make_trigger(config), ckpt=None,
               writer=reporting.TensorBoard(workdir, parallel.is_main_process()), skipped_files=skipped,
-              val_single_positive=val_single_positive, best=selection.BestCheckpoints(workdir))
+              val_single_positive=val_single_positive, best=selection.BestCheckpoints(workdir),
+              eval_source=evaluate.EvalSplitCache(pipeline, mesh, int(config.eval.device_cache_mb * 2**20)))
     # The act trigger may roll back to any warm-up epoch: keep every checkpoint until it fires (save_checkpoint
     # prunes them to checkpoint.keep after that).
     run.ckpt = checkpoint.Checkpointer(workdir, None if run.rolls_back else config.checkpoint.keep)
@@ -187,7 +189,7 @@ def _epoch_end(run: Run, epoch: int) -> None:
         return
 
     def predict_train(st=run.state):
-        return evaluate.predict(exp.eval_step, {"student": st.student_variables()}, run.pipeline, "train",
+        return evaluate.predict(exp.eval_step, {"student": st.student_variables()}, run.eval_source, "train",
                                 exp.mesh)["student"]
 
     method_state = exp.method.epoch_end(run.config, epoch, jax.device_get(run.state.method_state), predict_train)
@@ -238,7 +240,7 @@ def run_epoch(run: Run, epoch: int) -> dict:
 
     if due(epoch, config.eval.every_epochs, config.num_epochs):
         start = time.perf_counter()
-        record.update(evaluate.evaluate_epoch(exp.eval_step, run.state, run.pipeline, exp.mesh, config,
+        record.update(evaluate.evaluate_epoch(exp.eval_step, run.state, run.eval_source, exp.mesh, config,
                                               run.observed, run.reported, run.val_single_positive,
                                               curves=due(epoch, config.eval.curves_every_epochs, config.num_epochs)))
         run.timing["eval_s"] += time.perf_counter() - start
@@ -335,7 +337,7 @@ def write_plots(run: Run) -> None:
 def _evaluate_models(run: Run, models: dict, splits=(("test", "test"), ("validation", "val"))) -> dict:
     out = {}
     for split, key in splits:
-        per_model = evaluate.evaluate(run.exp.eval_step, models, run.pipeline, split, run.exp.mesh,
+        per_model = evaluate.evaluate(run.exp.eval_step, models, run.eval_source, split, run.exp.mesh,
                                       run.config.eval.empty_class_ap)
         out[key] = {"mAP": per_model[run.reported]["mAP"], "reported_model": run.reported, **per_model}
     return out

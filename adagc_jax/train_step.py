@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from adagc_jax import ema, methods, mixup, parallel
+from adagc_jax import ema, methods, mixup, models, parallel
 from adagc_jax.state import TrainState
 
 # Returned by the step when every loss so far was finite.
@@ -133,7 +133,7 @@ def make_train_step(config, model, method: methods.Method, optimizer: optax.Grad
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(_at_most_one_trace(train_step), in_shardings=(rep, rep, dat, rep), out_shardings=(rep, rep),
-                   donate_argnums=(0, 1))
+                   donate_argnums=(0, 1), compiler_options=models.compiler_options(model))
 
 
 class RetraceError(AssertionError):
@@ -166,4 +166,5 @@ def make_eval_step(model, mesh) -> Callable:
         return jax.nn.sigmoid(model.apply(variables, images, train=False))
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    return jax.jit(eval_step, in_shardings=(rep, dat), out_shardings=dat)
+    return jax.jit(eval_step, in_shardings=(rep, dat), out_shardings=dat,
+                   compiler_options=models.compiler_options(model))

@@ -1,4 +1,6 @@
-"""Milliseconds of one 3x3 conv's weight gradient: XLA's native route vs adagc_jax/conv.py's batch chunks.
+"""Milliseconds of one 3x3 conv's weight gradient: XLA's native route vs adagc_jax/conv.py's batch chunks, each
+compiled with XLA:CPU's default options (convolutions in YNNPACK fusions: `ynn`) and with conv.COMPILER_OPTIONS
+(XLA's own Eigen convolutions: `eigen`, what the small CNN's CPU path uses).
 
     python benchmarks/conv_grad.py                       # the six conv shapes of configs/synthetic_memorization.py
     python benchmarks/conv_grad.py --chunks 2,4,8,16 --repeats 9
@@ -39,7 +41,7 @@ def native_weight_gradient(x, grad_out):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--chunks", default="2,4,8,16")
+    parser.add_argument("--chunks", default="4,8,16")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     variants = {"native": native_weight_gradient}
@@ -49,7 +51,8 @@ def main():
     for batch, size, cin, cout in SHAPES:
         x = jnp.asarray(rng.normal(size=(batch, size, size, cin)), jnp.float32)
         grad_out = jnp.asarray(rng.normal(size=(batch, size, size, cout)), jnp.float32)
-        jitted = {name: jax.jit(f) for name, f in variants.items()}
+        jitted = {f"{name}/{kind}": jax.jit(f, compiler_options=options) for name, f in variants.items()
+                  for kind, options in (("ynn", {}), ("eigen", conv.COMPILER_OPTIONS))}
         for f in jitted.values():
             jax.block_until_ready(f(x, grad_out))
         times = {name: [] for name in jitted}

@@ -24,7 +24,8 @@ def small_cnn(widths=(16, 32, 64), convs_per_stage=1, dtype="float32"):
         "convs_per_stage": convs_per_stage,
         "head_init_std": 0.01,  # head kernel ~ N(0, std^2) (0 = all zeros: a saddle that stalls SPML training)
         "dtype": dtype,  # computation dtype; bfloat16 on TPU/GPU
-        # 'auto' | 'xla' | 'cpu': how convs/max-pools are computed (adagc_jax/conv.py, docs/performance.md);
+        # 'auto' | 'xla' | 'cpu': how convs/BatchNorms/max-pools are computed and compiled (adagc_jax/conv.py,
+        # docs/performance.md);
         # 'auto' = the CPU-fast custom gradients on the CPU backend, XLA's native ops on GPU/TPU.
         "conv_impl": "auto",
     })
@@ -86,10 +87,15 @@ def training_config(args) -> ml_collections.ConfigDict:
         "empty_class_ap": "skip",  # 'skip' (project default) | 'zero' (official SPML repos)
         # Label recovery on the training images against their hidden labels (diagnostics.png; never a loss).
         "train_diagnostics": True,
-        # The test curve and the training-set diagnostics above run every this many epochs (and at the last): in
-        # small runs they cost as much as training, and neither model selection nor the trigger reads them. The
-        # plots (training.png, diagnostics.png) are redrawn at the same epochs.
+        # The test curve, the training-set diagnostics above and the student's validation curve (when the teacher
+        # is the reported model) run every this many epochs (and at the last): in small runs they cost as much as
+        # training, and neither model selection nor the trigger reads them. The plots (training.png,
+        # diagnostics.png) are redrawn at the same epochs.
         "curves_every_epochs": 1,
+        # Evaluation batches kept on the devices after a split's first pass (per process, float32 images, padding
+        # included), so later evaluations skip the input pipeline; a split that does not fit keeps streaming.
+        # 0 = off. Counts against accelerator memory: lower it if training runs out of memory.
+        "device_cache_mb": 512,
         # Warn (log and results.json) when validation mAP and training loss have not moved for this many epochs
         # (e.g. a learning rate that killed the network); 0 = never.
         "stall_epochs": 5,

@@ -8,6 +8,8 @@ B*H*W products, so it is compared with rtol 1e-5 plus atol 1e-5 x the largest en
 ~1e4 terms of mixed sign lose a few more digits). Everything else is computed by the same ops as XLA's: bitwise.
 """
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -178,3 +180,51 @@ def test_train_step_with_cpu_conv_matches_xla(make_experiment):
     moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), outcome["xla"][0],
                          jax.device_get(exp.initial_state(observed).params))
     assert max(jax.tree.leaves(moved)) > 0  # the steps changed the parameters, so the comparison has content
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 7, 3), (2, 1, 1, 4), (9, 4, 4, 1)])
+def test_batch_norm_relu_matches_flax(shape):
+    """conv.BatchNormReLU against relu(nn.BatchNorm(...)): train-mode output, running averages after one update and
+    the gradients of input, scale and bias to float32 round-off (the closed-form backward against autodiff); the
+    inference-mode output bitwise. Odd shapes: 1x1 images, one channel, a batch of 2."""
+    rng = np.random.default_rng(sum(shape))
+    x = _normal(rng, shape) * 3.0 + 1.0
+    grad_out = _normal(rng, shape)
+    flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    ours = conv.BatchNormReLU(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    variables = flax_bn.init(jax.random.key(0), x)
+    jax.tree.map(np.testing.assert_array_equal, ours.init(jax.random.key(0), x), variables)  # same tree, same init
+    params = {"scale": _normal(rng, shape[-1:]), "bias": _normal(rng, shape[-1:])}
+    stats = {"mean": _normal(rng, shape[-1:]), "var": jnp.exp(_normal(rng, shape[-1:]))}
+
+    def run(module, relu, x, params):
+        y, updates = module.apply({"params": params, "batch_stats": stats}, x, mutable=["batch_stats"])
+        y = nn.relu(y) if relu else y
+        return jnp.sum(y * grad_out), (y, updates)
+
+    results = {name: jax.jit(jax.grad(functools.partial(run, module, relu), argnums=(0, 1), has_aux=True))(x, params)
+               for name, module, relu in (("flax", flax_bn, True), ("ours", ours, False))}
+    (grads, (y, updates)), (expected_grads, (expected_y, expected_updates)) = results["ours"], results["flax"]
+    _close(y, expected_y)
+    _close_tree(updates, expected_updates)
+    _close_tree(grads, expected_grads)
+    assert float(jnp.max(jnp.abs(expected_grads[1]["scale"]))) > 0  # real gradients are compared
+    inference = {"params": params, "batch_stats": stats}
+    np.testing.assert_array_equal(
+        conv.BatchNormReLU(True, 0.9, 1e-5).apply(inference, x),
+        nn.relu(nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5).apply(inference, x)))
+
+
+def test_cpu_path_compiles_convolutions_with_xla_kernels_not_ynnpack():
+    """conv.compiler_options: on CPU the custom path's steps compile with COMPILER_OPTIONS, which take the
+    convolutions away from XLA:CPU's YNNPACK fusions (present with the default options); 'xla' keeps the defaults,
+    and so does every model but the small CNN."""
+    assert conv.compiler_options("auto") == conv.COMPILER_OPTIONS == conv.compiler_options("cpu")
+    assert conv.compiler_options("xla") == {}
+    assert models.compiler_options(models.get_model("resnet18", 3)) == {}
+    assert models.compiler_options(models.get_model("small_cnn", 3, conv_impl="xla")) == {}
+    x, kernel = jnp.ones((8, 24, 24, 32)), jnp.ones((3, 3, 32, 32))  # large enough for XLA to pick YNNPACK
+    default_hlo = jax.jit(conv.conv3x3_same).lower(x, kernel).compile().as_text()
+    ours_hlo = jax.jit(conv.conv3x3_same, compiler_options=conv.compiler_options("auto")).lower(x, kernel).compile()
+    assert "ynn_fusion" in default_hlo
+    assert "ynn_fusion" not in ours_hlo.as_text() and "convolution(" in ours_hlo.as_text()

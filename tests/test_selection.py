@@ -35,6 +35,11 @@ def test_stall_warning_when_nothing_moves():
     drifting = [{"epoch": e, "val_mAP": 0.40 - 0.01 * e, "val_student_mAP": 0.39, "train_loss": 0.96}
                 for e in range(1, 4)]
     assert "(epochs 1-3)" in selection.stall_warning(drifting, 2)
+    # The student's curve on some epochs only (eval.curves_every_epochs > 1): the reported model's is read, not a
+    # mix of the two (0.39 beside 0.37 would look like movement).
+    sparse = [{"epoch": e, "val_mAP": 0.37, "train_loss": 0.96} for e in range(1, 4)]
+    sparse[2]["val_student_mAP"] = 0.39
+    assert "(epochs 1-3)" in selection.stall_warning(sparse, 2)
 
 
 def test_protocol_summary_reads_new_and_old_results():

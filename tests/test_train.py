@@ -20,7 +20,8 @@ from adagc_jax.errors import DeviceError
 
 def test_end_to_end_an(data_dir, tmp_path):
     workdir = tmp_path / "run"
-    # The test curve and the training-set diagnostics every 2 epochs: here only at the last (epoch 2).
+    # The test curve, the training-set diagnostics and the student's validation curve every 2 epochs: here only at
+    # the last (epoch 2).
     results = train.train_and_evaluate(tiny_config(data_dir, **{"eval.curves_every_epochs": 2}), str(workdir))
 
     on_disk = json.loads((workdir / "results.json").read_text())
@@ -40,7 +41,8 @@ def test_end_to_end_an(data_dir, tmp_path):
         for key in ("train_loss", "gc_weight", "trigger_signal", "val_mAP", "images_per_s"):
             assert h[key] is not None and np.isfinite(h[key]), key
     assert history[1]["train_loss"] < history[0]["train_loss"]
-    assert not {"test_mAP", "train_mAP", "train_fn_recall"} & set(history[0])
+    assert not {"test_mAP", "train_mAP", "train_fn_recall", "val_student_mAP"} & set(history[0])
+    assert 0.0 < history[1]["val_student_mAP"] < 1.0  # the student's validation curve: on curve epochs
     assert all(0.0 < history[1][key] < 1.0 for key in ("test_mAP", "train_mAP", "train_observed_fit"))
     assert on_disk["steps_per_s"] > 0 and on_disk["config"]["method"] == "an"
     # 128 training images at batch 32: 4 steps per epoch.
