@@ -5,8 +5,9 @@ devices, same config and seed: the same loss history, metrics and final state (m
 job that loses a process fails at once with exit 6, and restarted, finishes with the same results.
 
 Tolerance: 1e-6 absolute. Both jobs sum the same two per-device partial results (a two-operand float sum does not
-depend on the order), so they agree exactly here (measured difference 0); a different batch or a missed image
-moves the loss and the metrics by 1e-3 or more, far above the tolerance.
+depend on the order); measured: results equal, final states within 1.2e-7 (JOB_OVERRIDES says why the jobs use
+XLA's native ops); a different batch or a missed image moves the loss and the metrics by 1e-3 or more, far above
+the tolerance.
 """
 
 import json
@@ -28,8 +29,13 @@ from adagc_jax.errors import ConfigError
 
 TOLERANCE = 1e-6
 # Every job: 2 devices in all; the test curve only at the end (the per-epoch validation and training-set
-# diagnostics still gather every split across the processes).
-JOB_OVERRIDES = {"num_devices": 2, "eval.test_every_epoch": False}
+# diagnostics still gather every split across the processes). XLA's native ops (conv_impl 'xla', what 'auto' picks
+# on the GPUs and TPUs that multi-host jobs run on). Measured on one 2-core machine: with 'xla' the results are
+# equal and the final states 6e-8 (an) and 1.2e-7 (adagc) apart; with the CPU path (adagc_jax/conv.py) the states
+# were as close (1.2e-7) but a best-validation checkpoint's per-class test AP moved 4.3e-4 (a rank flip on the 72
+# test images), so the comparison would no longer isolate what this test checks: that the processes split and
+# gather the work exactly.
+JOB_OVERRIDES = {"num_devices": 2, "eval.test_every_epoch": False, "model.conv_impl": "xla"}
 JOB_TIMEOUT_S = 600
 # Per-epoch numbers that measure the machine, not the computation.
 TIMING_KEYS = ("images_per_s", "epoch_train_s", "epoch_input_wait_s")
