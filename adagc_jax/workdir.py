@@ -39,8 +39,9 @@ LOCK_NAME = ".lock"
 # evaluation batch size.
 MODEL_NEUTRAL_KEYS = (
     "log.", "checkpoint.every_epochs", "checkpoint.keep", "eval.test_every_epoch", "eval.train_diagnostics",
-    "eval.curves_every_epochs", "eval.every_epochs", "eval.stall_epochs", "eval.select", "dataset.data_dir",
-    "dataset.manual_dir", "dataset.beam_options", "resume", "runner", "num_devices", "eval_batch_size",
+    "eval.curves_every_epochs", "eval.every_epochs", "eval.stall_epochs", "eval.select", "eval.device_cache_mb",
+    "dataset.data_dir", "dataset.manual_dir", "dataset.beam_options", "resume", "runner", "num_devices",
+    "eval_batch_size",
 )
 
 ABSENT = "<absent>"  # the value compare_configs shows for a key one config lacks

@@ -25,8 +25,8 @@ def small_cnn(widths=(16, 32, 64), convs_per_stage=1, dtype="float32"):
         "head_init_std": 0.01,  # head kernel ~ N(0, std^2) (0 = all zeros: a saddle that stalls SPML training)
         "dtype": dtype,  # computation dtype; bfloat16 on TPU/GPU
         # 'auto' | 'xla' | 'cpu': how convs/BatchNorms/max-pools are computed and compiled (adagc_jax/conv.py,
-        # docs/performance.md);
-        # 'auto' = the CPU-fast custom gradients on the CPU backend, XLA's native ops on GPU/TPU.
+        # docs/performance.md); 'auto' = the CPU-fast custom gradients and kernels on the CPU backend, XLA's
+        # native ops on GPU/TPU.
         "conv_impl": "auto",
     })
 

@@ -147,7 +147,7 @@ def test_resume_with_the_same_config_or_model_neutral_changes():
     changes = {"log.every_steps": 50, "log.progress_bar": False, "checkpoint.keep": 5, "checkpoint.every_epochs": 2,
                "eval.every_epochs": 5, "eval.test_every_epoch": False, "eval.train_diagnostics": False,
                "dataset.data_dir": "/elsewhere", "dataset.manual_dir": "/data", "num_devices": 1,
-               "eval_batch_size": 64, "dataset.beam_options": "direct_num_workers=2"}
+               "eval_batch_size": 64, "dataset.beam_options": "direct_num_workers=2", "eval.device_cache_mb": 0}
     check = workdir.check_resume(config_json(), config_json(**changes), force=False, resumed_epoch=3)
     assert sorted(k for k, _, _ in check.neutral) == sorted(changes)
     assert check.forced == [] and check.num_epochs is None and check.history_record() == {}
